@@ -1,0 +1,129 @@
+"""``varigate compress`` / ``python -m compressor``: build a model's variants into a repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from compressor.config import VARIANTS, BuildConfig
+
+SOURCES = ("default", "minilm", "digits", "module", "onnx")
+
+# Small and quick: what the tests build. Real numbers come from the default settings.
+FAST = {
+    "profile": {"batch_sizes": [1, 8], "warmup": 1, "min_iterations": 3, "max_seconds_per_batch": 0.2},
+    "structured_attempts": 1,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="varigate compress", description=__doc__)
+    p.add_argument("source", choices=SOURCES, help="default = minilm and digits")
+    p.add_argument("--out", type=Path, default=Path("model_repository"), help="repository directory")
+    p.add_argument("--config", type=Path, help="BuildConfig as JSON (gate, profile, ladders, structured settings)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, help="variants to build (fp32 always)")
+    p.add_argument("--force", action="store_true", help="rebuild variants that are up to date")
+    p.add_argument("--fast", action="store_true", help="small data, short distillation, short profiles (tests)")
+    p.add_argument("--name", help="logical model name for module/onnx sources")
+    p.add_argument("--module", help="torch.nn.Module (or factory) as package.module:attr")
+    p.add_argument("--onnx", type=Path, help="an existing fp32 ONNX file")
+    p.add_argument("--inputs", type=Path, help=".npz of example/evaluation inputs, arrays named as model inputs")
+    p.add_argument("--labels", type=Path, help=".npy of class ids for --inputs rows (gates on top-1)")
+    p.add_argument("--plot-dir", type=Path, help="where the accuracy-vs-latency PNGs go (default: <out>/../docs/plots or <out>)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _config(args: argparse.Namespace) -> BuildConfig:
+    data: dict[str, object] = {}
+    if args.fast:
+        data.update(json.loads(json.dumps(FAST)))
+    if args.config:
+        try:
+            data.update(json.loads(args.config.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read config {str(args.config)!r}: {e}") from None
+    if args.variants:
+        data["variants"] = args.variants
+    if args.force:
+        data["force"] = True
+    return BuildConfig.model_validate(data)
+
+
+def _sources(args: argparse.Namespace, config: BuildConfig) -> list[object]:
+    from compressor.sources import custom
+
+    names = ["minilm", "digits"] if args.source == "default" else [args.source]
+    out: list[object] = []
+    for name in names:
+        if name == "minilm":
+            from compressor.sources.minilm import build_minilm_source
+
+            kw = {"max_train": 2000, "max_heldout": 256} if args.fast else {}
+            out.append(build_minilm_source(**kw))  # type: ignore[arg-type]
+        elif name == "digits":
+            from compressor.sources.digits import build_digits_source
+
+            out.append(build_digits_source())
+        else:
+            if not args.name or not args.inputs:
+                raise custom.SourceError(f"source {name!r} needs --name and --inputs")
+            if name == "onnx":
+                if not args.onnx:
+                    raise custom.SourceError("source 'onnx' needs --onnx FILE")
+                if not args.onnx.is_file():
+                    raise custom.SourceError(f"ONNX file {str(args.onnx)!r} does not exist")
+                out.append(custom.from_onnx(args.name, args.onnx, args.inputs, args.labels))
+            else:
+                if not args.module:
+                    raise custom.SourceError("source 'module' needs --module package.module:attr")
+                out.append(custom.from_module(args.name, args.module, args.inputs, args.labels))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    from compressor import pipeline, report
+    from compressor.repository import check_writable
+
+    t0 = time.monotonic()
+    try:
+        config = _config(args)
+        check_writable(args.out)  # before any compute
+        sources = _sources(args, config)
+        summaries = []
+        for source in sources:
+            results = pipeline.build(source, args.out, config, log)  # type: ignore[arg-type]
+            summaries.append((source, results))
+    except Exception as e:  # noqa: BLE001 - every failure is one clear line and a non-zero exit
+        from compressor.passes.export import ExportError
+        from compressor.repository import RepositoryError
+        from compressor.sources.custom import SourceError
+
+        known = (ValueError, SourceError, RepositoryError, ExportError, FileNotFoundError, PermissionError)
+        if not isinstance(e, known):
+            raise
+        msg = str(e).strip().splitlines()
+        print(f"varigate compress: error: {' '.join(m.strip() for m in msg[:3])}", file=sys.stderr)
+        return 1
+    plot_dir = args.plot_dir or args.out
+    for source, results in summaries:
+        print(f"\n{source.logical_model}  ({args.out})")  # type: ignore[attr-defined]
+        print(report.table(results))
+        png = report.plot(results, plot_dir / f"{source.logical_model}_accuracy_latency.png")  # type: ignore[attr-defined]
+        if png:
+            print(f"plot: {png}")
+    print(f"\ndone in {time.monotonic() - t0:.0f} s")
+    failed = [r for _, rs in summaries for r in rs if r.variant == "fp32" and r.status not in ("built", "up-to-date")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

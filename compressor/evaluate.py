@@ -1,0 +1,87 @@
+"""Evaluators: labelled top-1 for classifiers, fidelity to fp32 for embedders (and any other output)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+
+
+def session(path: Path, threads: int = 2) -> object:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_batches(path: Path, batches: Sequence[Feeds], threads: int = 2) -> np.ndarray:
+    """First output of the model over every batch, concatenated along the batch axis."""
+    sess = session(path, threads)
+    outs = [np.asarray(sess.run(None, feeds)[0], dtype=np.float32) for feeds in batches]  # type: ignore[attr-defined]
+    return np.concatenate(outs, axis=0)
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str
+    value: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> Score:
+    if len(logits) != len(labels):
+        raise ValueError(f"{len(logits)} predictions for {len(labels)} labels")
+    return Score("top1", float(np.mean(np.argmax(logits, axis=1) == labels)))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.reshape(len(x), -1).astype(np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Score:
+    """Mean cosine similarity to the fp32 outputs, and top-1 nearest-neighbour agreement: for each
+    item, is its nearest other item the same under the variant's embeddings as under fp32's?"""
+    if outputs.shape != reference.shape:
+        raise ValueError(f"output shape {outputs.shape} differs from reference {reference.shape}")
+    a, b = _unit(outputs), _unit(reference)
+    cos = np.sum(a * b, axis=1)
+    sa, sb = a @ a.T, b @ b.T
+    np.fill_diagonal(sa, -np.inf)
+    np.fill_diagonal(sb, -np.inf)
+    nn_agree = float(np.mean(np.argmax(sa, axis=1) == np.argmax(sb, axis=1)))
+    return Score(
+        "mean_cosine",
+        float(np.mean(cos)),
+        {"min_cosine": float(np.min(cos)), "p01_cosine": float(np.quantile(cos, 0.01)), "nn_top1_agreement": nn_agree},
+    )
+
+
+def relative_loss(value: float, reference: float) -> float:
+    return (reference - value) / reference if reference else 0.0
+
+
+def batch_dependence(path: Path, batches: Sequence[Feeds], rows: int = 16) -> dict[str, float | str]:
+    """How much a row's output changes when it is run inside a batch rather than alone.
+
+    onnxruntime's dynamic int8 computes activation scales over the whole batch, so such variants are not
+    batch-independent; this measures the worst cosine between 'alone' and 'in a batch of the others'."""
+    sess = session(path)
+    feeds = batches[0]
+    n = min(rows, len(next(iter(feeds.values()))))
+    together = np.asarray(sess.run(None, {k: v[:n] for k, v in feeds.items()})[0])  # type: ignore[attr-defined]
+    alone = []
+    for i in range(n):
+        one = {k: v[i : i + 1] for k, v in feeds.items()}
+        if "attention_mask" in one:  # alone means unpadded
+            length = int(one["attention_mask"].sum())
+            one = {k: v[:, :length] for k, v in one.items()}
+        alone.append(np.asarray(sess.run(None, one)[0])[0])  # type: ignore[attr-defined]
+    cos = np.sum(_unit(together) * _unit(np.stack(alone)), axis=1)
+    return {"rows": n, "min_cosine_alone_vs_batched": float(cos.min()), "mean_cosine_alone_vs_batched": float(cos.mean())}

@@ -1,0 +1,187 @@
+"""Writes one variant as a Triton model directory, atomically.
+
+Layout (Triton's): ``<repo>/<name>/config.pbtxt``, ``<repo>/<name>/1/model.onnx`` and the variant card
+``<repo>/<name>/varigate_card.json``. config.pbtxt is produced through Triton's own protobuf schema
+(``tritonclient.grpc.model_config_pb2``) so a real Triton server accepts it.
+
+A variant is built in a staging directory beside the repository (same filesystem, outside the directory a
+server scans) and swapped in with one ``renameat2(RENAME_EXCHANGE)`` where the kernel has it, else with
+two renames; a running server sees the old variant or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from gateway.core.cards import CARD_FILENAME, PARAM_LOGICAL_MODEL, PARAM_VARIANT, VariantCard, read_card
+
+MODEL_FILENAME = "model.onnx"
+
+_DTYPES = {
+    "int64": mc.TYPE_INT64,
+    "int32": mc.TYPE_INT32,
+    "float32": mc.TYPE_FP32,
+    "float16": mc.TYPE_FP16,
+    "uint8": mc.TYPE_UINT8,
+    "bytes": mc.TYPE_STRING,
+}
+
+
+class RepositoryError(RuntimeError):
+    """The repository cannot be written; the message names the path."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy name: "int64", "float32", ...
+    dims: tuple[int, ...]  # without the batch dimension; -1 = variable
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSpec:
+    """What config.pbtxt says about a variant."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = 2000
+    instance_count: int = 1
+    extra_parameters: dict[str, str] = field(default_factory=dict)
+
+
+def model_config(name: str, logical_model: str, variant: str, spec: ServingSpec) -> mc.ModelConfig:
+    cfg = mc.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=spec.max_batch_size)
+    for t in spec.inputs:
+        cfg.input.add(name=t.name, data_type=_dtype(t.dtype), dims=list(t.dims))
+    for t in spec.outputs:
+        cfg.output.add(name=t.name, data_type=_dtype(t.dtype), dims=list(t.dims))
+    cfg.dynamic_batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
+    cfg.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.instance_count)
+    params = {PARAM_LOGICAL_MODEL: logical_model, PARAM_VARIANT: variant, **spec.extra_parameters}
+    for key, value in params.items():
+        cfg.parameters[key].string_value = value
+    return cfg
+
+
+def _dtype(name: str) -> int:
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise RepositoryError(f"unsupported tensor dtype {name!r}; known: {sorted(_DTYPES)}") from None
+
+
+def config_text(cfg: mc.ModelConfig) -> str:
+    return text_format.MessageToString(cfg)
+
+
+def parse_config_text(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_up_to_date(repo: Path, name: str, build_key: str) -> bool:
+    """True when ``repo/name`` holds a complete variant built from the same source and settings."""
+    model_dir = repo / name
+    try:
+        card = read_card(model_dir)
+    except Exception:  # noqa: BLE001 - any unreadable card means "rebuild"
+        return False
+    return (
+        card.build_key == build_key
+        and (model_dir / "config.pbtxt").is_file()
+        and (model_dir / "1" / MODEL_FILENAME).is_file()
+    )
+
+
+def check_writable(repo: Path) -> None:
+    """Fail early, before any compute, when the repository cannot be written. Creates nothing."""
+    probe_dir = repo
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise RepositoryError(f"output repository {str(repo)!r} is not a directory: {str(probe_dir)!r} is a file")
+    try:
+        tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".varigate-write-probe-").close()
+    except OSError as e:
+        raise RepositoryError(f"output repository {str(repo)!r} is not writable: {e.strerror or e}") from None
+
+
+def write_variant(
+    repo: Path, name: str, onnx_file: Path, cfg: mc.ModelConfig, card: VariantCard, extra_files: dict[str, bytes] | None = None
+) -> Path:
+    """Build the model directory in staging, then swap it into ``repo/name`` atomically."""
+    check_writable(repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    staging_root = repo.resolve().parent / f".{repo.resolve().name}.staging"
+    staging_root.mkdir(exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=staging_root))
+    try:
+        (stage / "1").mkdir()
+        shutil.copyfile(onnx_file, stage / "1" / MODEL_FILENAME)
+        (stage / "config.pbtxt").write_text(config_text(cfg))
+        for fname, data in (extra_files or {}).items():
+            (stage / fname).write_bytes(data)
+        (stage / CARD_FILENAME).write_text(card.to_json())
+        for p in stage.rglob("*"):
+            if p.is_file():
+                with p.open("rb") as f:
+                    os.fsync(f.fileno())
+        os.chmod(stage, 0o755)
+        _swap_in(stage, repo / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            staging_root.rmdir()
+        except OSError:
+            pass
+    return repo / name
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _swap_in(stage: Path, target: Path) -> None:
+    if target.exists():
+        if _exchange(stage, target):
+            return  # the old variant now lives at ``stage`` and is removed by the caller
+        old = stage.with_name(stage.name + ".old")
+        os.rename(target, old)
+        os.rename(stage, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(stage, target)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return bool(rc == 0)

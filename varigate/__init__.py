@@ -1,0 +1,1 @@
+"""The ``varigate`` command: one entry point for compress, serve and loadtest."""
