@@ -1,0 +1,47 @@
+"""``python -m loadtest.benchmarks [--only SECTION ...]``: regenerate docs/BENCHMARKS.md.
+
+Sections run in order; ``--only`` re-runs some and keeps the others' last results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+SECTIONS = {"variants": "loadtest.benchmarks.variants"}
+DOCS = Path("docs")
+HEADER = """# Benchmarks
+
+Every number here was measured on this project's 2-core AVX2 (no VNNI) machine, side by side in one run,
+and is reproduced by the command quoted with each table. The machine is shared: each measurement
+window records the hypervisor's CPU steal and other processes' CPU use; disturbed windows are dropped
+and medians of the rest are quoted. Compare ratios, not absolute times.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.benchmarks", description=__doc__)
+    p.add_argument("--only", nargs="+", choices=list(SECTIONS), help="sections to re-run")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds per point")
+    p.add_argument("--docs", type=Path, default=DOCS)
+    args = p.parse_args(argv)
+    (args.docs / "benchmarks").mkdir(parents=True, exist_ok=True)
+    for name in args.only or list(SECTIONS):
+        print(f"== {name}", file=sys.stderr, flush=True)
+        text = importlib.import_module(SECTIONS[name]).run(args)
+        (args.docs / "benchmarks" / f"{name}.md").write_text(text)
+    parts = [HEADER]
+    for name in SECTIONS:
+        f = args.docs / "benchmarks" / f"{name}.md"
+        if f.exists():
+            parts.append(f.read_text())
+    (args.docs / "BENCHMARKS.md").write_text("\n".join(parts))
+    print(f"wrote {args.docs / 'BENCHMARKS.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

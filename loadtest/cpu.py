@@ -1,0 +1,67 @@
+"""CPU disturbance monitor: hypervisor steal and other processes' CPU during a measurement window.
+
+This machine is shared; a window in which the hypervisor stole CPU, or other processes used a
+noticeable share of it, is recorded as disturbed and dropped from the quoted medians.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _stat() -> tuple[int, int, int]:
+    """(busy, steal, total) jiffies over all CPUs."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = f[:7]
+    steal = f[7] if len(f) > 7 else 0
+    busy = user + nice + system + irq + softirq
+    return busy, steal, sum(f[:8])
+
+
+def _own_jiffies(pids: tuple[int, ...]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(parts[11]) + int(parts[12])  # utime, stime (of all threads)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    seconds: float
+    steal_fraction: float  # of all CPU time on the machine
+    other_cores: float  # CPU used by processes not being measured, in cores
+
+    def disturbed(self, max_steal: float = 0.05, max_other_cores: float = 0.25) -> bool:
+        return self.steal_fraction > max_steal or self.other_cores > max_other_cores
+
+
+class Monitor:
+    """``with Monitor(pids) as m: ...`` then ``m.window``. ``pids``: the processes under measurement."""
+
+    def __init__(self, pids: tuple[int, ...] = ()) -> None:
+        self.pids = pids or (os.getpid(),)
+        self.window = Window(0.0, 0.0, 0.0)
+
+    def __enter__(self) -> Monitor:
+        self._t0 = time.monotonic()
+        self._s0 = _stat()
+        self._o0 = _own_jiffies(self.pids)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        dt = time.monotonic() - self._t0
+        busy1, steal1, total1 = _stat()
+        busy0, steal0, total0 = self._s0
+        own = _own_jiffies(self.pids) - self._o0
+        dtotal = max(total1 - total0, 1)
+        other = max(0, (busy1 - busy0) - own) / _HZ / max(dt, 1e-9)
+        self.window = Window(dt, (steal1 - steal0) / dtotal, other)
