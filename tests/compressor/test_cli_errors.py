@@ -29,8 +29,9 @@ def repo(tmp_path: Path) -> Path:
 
 def test_unknown_model_is_a_usage_error(repo: Path) -> None:
     before = tree_digest(repo)
-    proc = subprocess.run([sys.executable, "-m", "compressor", "bert-huge", "--out", str(repo)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compressor", "bert-huge", "--out", str(repo)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "invalid choice: 'bert-huge'" in proc.stderr
     assert tree_digest(repo) == before
@@ -39,12 +40,40 @@ def test_unknown_model_is_a_usage_error(repo: Path) -> None:
 def test_bad_import_path(repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     before = tree_digest(repo)
     np.savez(tmp_path / "x.npz", x=np.zeros((4, 3), np.float32))
-    code, err = _run(["module", "--name", "m", "--module", "no_such_pkg.models:Net", "--inputs",
-                      str(tmp_path / "x.npz"), "--out", str(repo)], capsys)
+    code, err = _run(
+        [
+            "module",
+            "--name",
+            "m",
+            "--module",
+            "no_such_pkg.models:Net",
+            "--inputs",
+            str(tmp_path / "x.npz"),
+            "--out",
+            str(repo),
+        ],
+        capsys,
+    )
     assert code == 1
-    assert err.count("\n") == 0 and "no_such_pkg.models:Net" in err and err.startswith("varigate compress: error:")
-    code, err = _run(["module", "--name", "m", "--module", "collections:NoSuchThing", "--inputs",
-                      str(tmp_path / "x.npz"), "--out", str(repo)], capsys)
+    assert (
+        err.count("\n") == 0
+        and "no_such_pkg.models:Net" in err
+        and err.startswith("varigate compress: error:")
+    )
+    code, err = _run(
+        [
+            "module",
+            "--name",
+            "m",
+            "--module",
+            "collections:NoSuchThing",
+            "--inputs",
+            str(tmp_path / "x.npz"),
+            "--out",
+            str(repo),
+        ],
+        capsys,
+    )
     assert code == 1 and "has no attribute 'NoSuchThing'" in err
     assert tree_digest(repo) == before
 
@@ -54,8 +83,10 @@ def test_onnx_that_fails_to_load(repo: Path, capsys: pytest.CaptureFixture[str],
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"this is not a protobuf")
     np.savez(tmp_path / "x.npz", x=np.zeros((4, 3), np.float32))
-    code, err = _run(["onnx", "--name", "m", "--onnx", str(bad), "--inputs", str(tmp_path / "x.npz"),
-                      "--out", str(repo)], capsys)
+    code, err = _run(
+        ["onnx", "--name", "m", "--onnx", str(bad), "--inputs", str(tmp_path / "x.npz"), "--out", str(repo)],
+        capsys,
+    )
     assert code == 1 and "broken.onnx" in err and "failed to load" in err and err.count("\n") == 0
     assert tree_digest(repo) == before
 
@@ -63,14 +94,29 @@ def test_onnx_that_fails_to_load(repo: Path, capsys: pytest.CaptureFixture[str],
 def test_empty_calibration_data(repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from onnx import TensorProto, helper, save
 
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])],
+    )
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "ok.onnx"))
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3), np.float32))
     before = tree_digest(repo)
-    code, err = _run(["onnx", "--name", "m", "--onnx", str(tmp_path / "ok.onnx"), "--inputs",
-                      str(tmp_path / "empty.npz"), "--out", str(repo)], capsys)
+    code, err = _run(
+        [
+            "onnx",
+            "--name",
+            "m",
+            "--onnx",
+            str(tmp_path / "ok.onnx"),
+            "--inputs",
+            str(tmp_path / "empty.npz"),
+            "--out",
+            str(repo),
+        ],
+        capsys,
+    )
     assert code == 1 and "empty.npz" in err and "non-zero batch" in err
     assert tree_digest(repo) == before
 
@@ -81,9 +127,12 @@ def test_static_int8_refuses_empty_calibration(tmp_path: Path) -> None:
     src = tmp_path / "ok.onnx"
     from onnx import TensorProto, helper, save
 
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])],
+    )
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
     with pytest.raises(ValueError, match="calibration data is empty"):
         int8_static.apply(src, tmp_path / "q.onnx", [], int8_static.Int8StaticConfig())

@@ -35,19 +35,33 @@ SPEC = ServingSpec(
 
 def _card(name: str, key: str) -> VariantCard:
     return VariantCard(
-        logical_model="m", variant=name.split(".")[1], model_name=name, task="embedding",
-        accuracy=Accuracy("mean_cosine", 0.99, 1.0, 0.01), gate=Gate(0.01, True, "ok"),
+        logical_model="m",
+        variant=name.split(".")[1],
+        model_name=name,
+        task="embedding",
+        accuracy=Accuracy("mean_cosine", 0.99, 1.0, 0.01),
+        gate=Gate(0.01, True, "ok"),
         profile=[BatchProfile(1, 1.0, 2.0, 1000.0, 10), BatchProfile(8, 4.0, 6.0, 2000.0, 10)],
-        profile_conditions={"seq_len": 64}, size_bytes=10, settings={}, environment={}, build_key=key,
+        profile_conditions={"seq_len": 64},
+        size_bytes=10,
+        settings={},
+        environment={},
+        build_key=key,
     )
 
 
 def _onnx(path: Path, value: float) -> Path:
     node = helper.make_node("Identity", ["x"], ["y"])
-    c = helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.FLOAT, [1], [value]))
+    c = helper.make_node(
+        "Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.FLOAT, [1], [value])
+    )
     add = helper.make_node("Add", ["y", "c"], ["z"])
-    g = helper.make_graph([node, c, add], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
-                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 4])])
+    g = helper.make_graph(
+        [node, c, add],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 4])],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 

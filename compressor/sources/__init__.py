@@ -1,0 +1,1 @@
+"""Source models the compressor knows how to build: each one returns a ``compressor.source.Source``."""
