@@ -82,3 +82,10 @@ class BackendError(GatewayError):
 
     kind = ErrorKind.INTERNAL
     reason = "backend"
+
+
+class ModelLoadError(GatewayError):
+    """A model (version) could not be loaded: bad config, missing or broken model file, backend refusal."""
+
+    kind = ErrorKind.INTERNAL
+    reason = "load_failed"

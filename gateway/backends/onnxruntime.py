@@ -1,0 +1,188 @@
+"""onnxruntime in the gateway's own process (the default backend).
+
+Sessions are created and warmed up at load, never per request. A batch is one ``session.run``. Runs go to
+one bounded thread pool (onnxruntime releases the GIL) sized so that executor workers x intra-op threads
+never exceed the cores this process may use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from gateway.backends.base import Backend, BackendLoadError
+from gateway.core.config import ModelConfig, TensorConfig
+from gateway.core.types import Datatype
+
+DEFAULT_MODEL_FILENAME = "model.onnx"
+PLATFORMS = frozenset({"onnxruntime_onnx", ""})
+BACKENDS = frozenset({"onnxruntime", ""})
+
+_ONNX_TYPES: dict[str, Datatype] = {
+    "tensor(bool)": Datatype.BOOL,
+    "tensor(uint8)": Datatype.UINT8,
+    "tensor(uint16)": Datatype.UINT16,
+    "tensor(uint32)": Datatype.UINT32,
+    "tensor(uint64)": Datatype.UINT64,
+    "tensor(int8)": Datatype.INT8,
+    "tensor(int16)": Datatype.INT16,
+    "tensor(int32)": Datatype.INT32,
+    "tensor(int64)": Datatype.INT64,
+    "tensor(float16)": Datatype.FP16,
+    "tensor(float)": Datatype.FP32,
+    "tensor(double)": Datatype.FP64,
+    "tensor(string)": Datatype.BYTES,
+}
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def datatype_from_onnx(onnx_type: str) -> Datatype:
+    try:
+        return _ONNX_TYPES[onnx_type]
+    except KeyError:
+        raise BackendLoadError(f"ONNX type {onnx_type!r} has no KServe v2 datatype") from None
+
+
+def datatype_to_onnx(datatype: Datatype) -> str:
+    for onnx_type, dt in _ONNX_TYPES.items():
+        if dt is datatype:
+            return onnx_type
+    raise BackendLoadError(f"datatype {datatype.value!r} has no ONNX tensor type")
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class OnnxRuntimeRunner:
+    def __init__(self, session: ort.InferenceSession, config: ModelConfig) -> None:
+        self.session, self.config = session, config
+        self._outputs = [o.name for o in session.get_outputs()]
+        self._bytes_inputs = {t.name for t in config.inputs if t.datatype is Datatype.BYTES}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ort_feeds = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in feeds.items()}
+        results = self.session.run(self._outputs, ort_feeds)
+        return {name: _from_ort(arr) for name, arr in zip(self._outputs, results)}
+
+    def warmup(self) -> None:
+        batches = sorted({1, self.config.max_batch_size}) if self.config.max_batch_size > 0 else [0]
+        for rows in batches:
+            self.run({t.name: _zeros(t, rows) for t in self.config.inputs if not t.optional})
+
+    def close(self) -> None:
+        del self.session
+
+
+class OnnxRuntimeBackend(Backend):
+    def __init__(
+        self,
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        executor_workers: int | None = None,
+        graph_optimization_level: str = "all",
+        allow_spinning: bool = True,
+        cores: int | None = None,
+    ) -> None:
+        cores = cores or available_cores()
+        workers = executor_workers or max(1, cores // max(1, intra_op_threads))
+        if intra_op_threads < 1 or workers < 1 or workers * intra_op_threads > cores:
+            raise BackendLoadError(
+                f"executor_workers {workers} x intra_op_threads {intra_op_threads} must be between 1 and the "
+                f"{cores} cores available"
+            )
+        if graph_optimization_level not in _OPT_LEVELS:
+            raise BackendLoadError(
+                f"graph_optimization_level {graph_optimization_level!r} is not one of {sorted(_OPT_LEVELS)}"
+            )
+        self.intra_op_threads, self.inter_op_threads, self.workers = (
+            intra_op_threads,
+            inter_op_threads,
+            workers,
+        )
+        self._opt_level = _OPT_LEVELS[graph_optimization_level]
+        self._spinning = allow_spinning
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnxruntime")
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    def load(self, model_dir: Path, config: ModelConfig) -> OnnxRuntimeRunner:
+        if config.platform not in PLATFORMS or config.backend not in BACKENDS:
+            raise BackendLoadError(
+                f"model {config.name!r} has platform {config.platform!r} / backend {config.backend!r}; "
+                "the onnxruntime backend serves platform 'onnxruntime_onnx'"
+            )
+        path = model_dir / (config.default_model_filename or DEFAULT_MODEL_FILENAME)
+        if not path.is_file():
+            raise BackendLoadError(f"model {config.name!r}: no model file at {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = self._opt_level
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spinning else "0")
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise BackendLoadError(f"model {config.name!r}: onnxruntime cannot load {path}: {e}") from None
+        _check_signature(config, session, path)
+        return OnnxRuntimeRunner(session, config)
+
+
+def _check_signature(config: ModelConfig, session: ort.InferenceSession, path: Path) -> None:
+    declared: dict[str, Datatype] = {t.name: t.datatype for t in config.inputs}
+    declared.update({t.name: t.datatype for t in config.outputs})
+    actual: dict[str, Any] = {a.name: a for a in (*session.get_inputs(), *session.get_outputs())}
+    for name, datatype in declared.items():
+        arg = actual.get(name)
+        if arg is None:
+            raise BackendLoadError(
+                f"model {config.name!r}: config.pbtxt names {name!r}, which {path} does not have"
+            )
+        found = datatype_from_onnx(arg.type)
+        if found is not datatype:
+            raise BackendLoadError(
+                f"model {config.name!r}: {name!r} is {datatype.value} in config.pbtxt but {found.value} in {path}"
+            )
+    for arg in session.get_inputs():
+        if arg.name not in declared:
+            raise BackendLoadError(
+                f"model {config.name!r}: {path} needs input {arg.name!r} that config.pbtxt lacks"
+            )
+
+
+def _zeros(t: TensorConfig, rows: int) -> np.ndarray:
+    dims = tuple(1 if d == -1 else d for d in t.dims)
+    shape = ((rows,) if rows else ()) + dims
+    if t.datatype is Datatype.BYTES:
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, dtype=t.datatype.numpy)
+
+
+def _to_str(arr: np.ndarray) -> np.ndarray:
+    """BYTES arrive as objects holding ``bytes``; onnxruntime's string tensors hold ``str``."""
+    out: np.ndarray = np.vectorize(lambda b: b.decode() if isinstance(b, bytes) else str(b), otypes=[object])(
+        arr
+    )
+    return out
+
+
+def _from_ort(arr: Any) -> np.ndarray:
+    out: np.ndarray = np.asarray(arr)
+    if out.dtype.kind in ("U", "O"):
+        out = np.vectorize(lambda s: s.encode() if isinstance(s, str) else s, otypes=[object])(out)
+    return out

@@ -1,0 +1,257 @@
+"""Triton's dynamic batcher for one model version, on asyncio.
+
+Semantics follow Triton's ``dynamic_batching`` (see ``ModelConfig``): batches are counted in rows up to
+``max_batch_size``; a batch fires when it reaches the largest preferred size (or ``max_batch_size``), when
+the next request would not fit, or when the oldest queued request has waited ``max_queue_delay``; on a
+delayed fire the largest preferred size that can be cut is sent. Requests are taken in the order of the
+``RequestQueue`` (priority levels and queue policies; see ``gateway.core.queue``). A model without
+``dynamic_batching`` runs each request alone. At most ``max_batches_in_flight`` batches run at once
+(the model's instance count), so requests gather while a batch runs.
+
+``submit`` enqueues synchronously (nothing can run between routing and enqueueing) and returns a future.
+Requests are validated before they get here: a batch holds only requests that can run together, and a
+backend failure fails only the requests of that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from gateway.core.config import ModelConfig
+from gateway.core.errors import BackendError, InvalidInput, Unavailable
+from gateway.core.observer import BatchEvent, NullObserver, Observer
+from gateway.core.padding import merge, signature, split
+from gateway.core.queue import BatchResult, QueuedRequest, RequestQueue
+from gateway.core.runtime import Runner
+
+__all__ = ["BatchResult", "Batcher"]
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        config: ModelConfig,
+        runner: Runner,
+        *,
+        observer: Observer | None = None,
+        max_batches_in_flight: int | None = None,
+    ) -> None:
+        self.model, self.version, self.config, self.runner = model, version, config, runner
+        self._observer = observer or NullObserver()
+        self._wakeup = asyncio.Event()
+        db = config.dynamic_batching
+        self._batching = db is not None and config.max_batch_size > 0
+        self._max_rows = config.max_batch_size if config.max_batch_size > 0 else 1
+        preferred = tuple(
+            sorted(p for p in (db.preferred_batch_sizes if db else ()) if 0 < p <= self._max_rows)
+        )
+        self._preferred = frozenset(preferred)
+        self._fire_rows = preferred[-1] if preferred else self._max_rows
+        self._delay_ns = (db.max_queue_delay_us if db else 0) * 1000
+        self._queue = RequestQueue(model, db, self._wakeup.set)
+        self._slots = asyncio.Semaphore(max(1, max_batches_in_flight or config.instance_count))
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._inflight = 0
+        self._task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+
+    # -- public -----------------------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name=f"batcher:{self.model}:{self.version}"
+            )
+
+    def priority_level(self, priority: int) -> int:
+        """Triton's rule: 0 or a priority beyond the model's levels means the default level."""
+        return self._queue.level_of(priority)
+
+    def submit(
+        self, feeds: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
+    ) -> asyncio.Future[BatchResult]:
+        """Enqueue a validated request and return the future of its result. ``priority`` and ``timeout_us``
+        are the request's ``priority`` and ``timeout`` parameters (0 = not given); the timeout overrides the
+        level's default only where its queue policy has ``allow_timeout_override``."""
+        if not self._accepting:
+            raise Unavailable(f"model {self.model!r} version {self.version} is shutting down")
+        rows = next(iter(feeds.values())).shape[0] if self.config.max_batch_size > 0 and feeds else 1
+        if rows > self._max_rows:
+            raise InvalidInput(
+                f"inference request batch-size must be <= {self._max_rows} for {self.model!r}, got {rows}"
+            )
+        item = self._queue.push(feeds, rows, signature(self.config, feeds), priority, timeout_us)
+        self._inflight += 1
+        self._idle.clear()
+        item.future.add_done_callback(lambda _f: self._finished(item))
+        self._report()
+        self._wakeup.set()
+        self.start()
+        return item.future
+
+    async def drain(self) -> None:
+        """Stop accepting; return when every accepted request has finished."""
+        self._accepting = False
+        self._wakeup.set()
+        await self._idle.wait()
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Drain, then stop. Whatever has not finished after ``timeout_s`` fails with ``Unavailable``."""
+        try:
+            await asyncio.wait_for(self.drain(), timeout_s)
+        except TimeoutError:
+            self._fail(self._queue, "was closed while the request was queued")
+            for task in self._batches:
+                task.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._batches, return_exceptions=True)
+
+    def _fail(self, items: Iterable[QueuedRequest], why: str) -> None:
+        error = Unavailable(f"model {self.model!r} version {self.version} {why}")
+        for item in list(items):
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    # -- queue bookkeeping ------------------------------------------------------------------------------
+
+    def _finished(self, item: QueuedRequest) -> None:
+        """Done callback of every accepted request: result, error, timeout or cancellation."""
+        self._queue.remove(item)
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+        self._report()
+        self._wakeup.set()
+
+    def _report(self) -> None:
+        self._observer.queue_changed(
+            self.config.logical_model, self.model, self.version, self.queued, self._inflight
+        )
+
+    def _batch_done(self, rows: int, requests: int, compute_s: float, ok: bool) -> None:
+        event = BatchEvent(self.config.logical_model, self.model, self.version, rows, requests, compute_s, ok)
+        self._observer.batch_done(event)
+
+    # -- batching -------------------------------------------------------------------------------------
+
+    def _plan(self, now_ns: int) -> tuple[list[QueuedRequest], int]:
+        """The batch to run now, or ``([], wake_at_ns)``."""
+        items: list[QueuedRequest] = []
+        cuts: list[int] = []
+        total, blocked = 0, False
+        for it in self._queue:
+            if not self._batching and items:
+                blocked = True
+                break
+            if items and (it.signature != items[0].signature or total + it.rows > self._max_rows):
+                blocked = True
+                break
+            items.append(it)
+            total += it.rows
+            cuts.append(total)
+            if total >= self._fire_rows:
+                break
+        if not self._batching:
+            return items, 0
+        due = self._queue.oldest_ns() + self._delay_ns
+        if not (blocked or total >= self._fire_rows or now_ns >= due or not self._accepting):
+            return [], due
+        n = len(cuts)
+        if self._preferred and total not in self._preferred and total < self._max_rows:
+            fitting = [i + 1 for i, c in enumerate(cuts) if c in self._preferred]
+            n = fitting[-1] if fitting else n
+        return items[:n], 0
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            for it in batch:
+                self._queue.remove(it)
+            self._report()
+            batch = [it for it in batch if not it.future.done()]  # cancelled while queued
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._execute(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _next_batch(self) -> list[QueuedRequest]:
+        while True:
+            self._wakeup.clear()
+            if self.queued:
+                batch, wake_at_ns = self._plan(time.monotonic_ns())
+                if batch:
+                    return batch
+                timeout: float | None = max(0.0, (wake_at_ns - time.monotonic_ns()) / 1e9)
+            else:
+                timeout = None
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _execute(self, batch: list[QueuedRequest]) -> None:
+        try:
+            t0 = time.monotonic_ns()
+            rows = sum(it.rows for it in batch)
+            try:
+                feeds, layout = merge(self.config, [it.feeds for it in batch])
+                t1 = time.monotonic_ns()
+                outputs = await self.runner.infer(feeds)
+                t2 = time.monotonic_ns()
+                pieces = split(self.config, outputs, layout)
+                if len(pieces) != len(batch):
+                    raise ValueError(f"{len(pieces)} results for a batch of {len(batch)} requests")
+                t3 = time.monotonic_ns()
+            except Exception as e:  # noqa: BLE001 - a backend failure fails this batch only
+                compute_s = (time.monotonic_ns() - t0) / 1e9
+                self._batch_done(rows, len(batch), compute_s, False)
+                error = BackendError(
+                    f"model {self.model!r} version {self.version} failed on a batch of {rows} rows: "
+                    f"{type(e).__name__}: {e}"
+                )
+                for it in batch:
+                    if not it.future.done():
+                        it.future.set_exception(error)
+                return
+            except asyncio.CancelledError:
+                self._fail(batch, "was closed while the request was running")
+                raise
+            self._batch_done(rows, len(batch), (t2 - t1) / 1e9, True)
+            for it, piece in zip(batch, pieces):
+                if not it.future.done():
+                    it.future.set_result(
+                        BatchResult(piece, rows, t0 - it.enqueued_ns, t1 - t0, t2 - t1, t3 - t2)
+                    )
+        finally:
+            self._slots.release()
+            self._wakeup.set()

@@ -1,0 +1,45 @@
+"""What the core needs from the world outside it: somewhere models come from, and something that runs
+them. ``gateway/repository.py`` and ``gateway/backends/`` implement these; the core knows only the shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+
+from gateway.core.config import ModelSpec, RepositoryScan
+
+
+class ControlMode(StrEnum):
+    """Triton's ``--model-control-mode``."""
+
+    NONE = "none"  # load everything at start, never change
+    POLL = "poll"  # re-scan the repository every poll interval and apply changes
+    EXPLICIT = "explicit"  # load and unload only through the repository API
+
+
+class Runner(Protocol):
+    """One loaded model version, ready to run whole batches."""
+
+    async def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch. Must not compute on the event loop."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ModelLoader(Protocol):
+    async def load(self, spec: ModelSpec, version: int) -> Runner:
+        """Create and warm up a runner for ``spec`` at ``version``; raise with a message naming the file."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ModelSource(Protocol):
+    def scan(self) -> RepositoryScan:
+        """Read every model in the repository (blocking file I/O: call it off the loop)."""
+        ...

@@ -1,0 +1,256 @@
+"""Reading a Triton-style model repository into the core's ``ModelSpec``s, and building a ``Service`` on it.
+
+Each ``<repo>/<name>/config.pbtxt`` is parsed with Triton's own schema (``tritonclient``'s
+``model_config_pb2``); its JSON form is kept for the config endpoint. The variant card beside it is read
+when present (a variant without a card is served, without measured facts). Hidden directories are
+ignored; numeric subdirectories are versions, filtered by the config's ``version_policy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from tritonclient.grpc import model_config_pb2 as mc
+
+from gateway.backends.base import DEFAULT_BACKEND, BackendLoader, load_backend
+from gateway.core.cards import CARD_FILENAME, CardError, VariantCard, card_from_dict
+from gateway.core.config import (
+    DynamicBatching,
+    ModelConfig,
+    ModelSpec,
+    QueuePolicy,
+    RepositoryScan,
+    TensorConfig,
+    TimeoutAction,
+    VersionPolicy,
+    VersionPolicyKind,
+    datatype_from_triton,
+)
+from gateway.core.observer import Observer
+from gateway.core.policy import Policy
+from gateway.core.runtime import ControlMode
+from gateway.core.service import DEFAULT_EXTENSIONS, Service
+
+CONFIG_FILENAME = "config.pbtxt"
+
+
+class ConfigError(ValueError):
+    """A config.pbtxt the gateway cannot serve; the message names the file and the field."""
+
+
+class ModelRepository:
+    """The core's ``ModelSource`` over a directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ConfigError(f"model repository {str(self.path)!r} is not a directory")
+
+    def scan(self) -> RepositoryScan:
+        models: dict[str, ModelSpec] = {}
+        errors: dict[str, str] = {}
+        for model_dir in sorted(self.path.iterdir()):
+            if model_dir.name.startswith(".") or not model_dir.is_dir():
+                continue
+            try:
+                models[model_dir.name] = read_model(model_dir)
+            except (ConfigError, OSError) as e:
+                errors[model_dir.name] = str(e)
+        return RepositoryScan(models, errors)
+
+
+def read_model(model_dir: Path) -> ModelSpec:
+    config_path = model_dir / CONFIG_FILENAME
+    try:
+        text = config_path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: no {CONFIG_FILENAME}") from None
+    try:
+        proto = text_format.Parse(text.decode(), mc.ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{config_path}: not a Triton model configuration ({e})") from None
+    if proto.name and proto.name != model_dir.name:
+        raise ConfigError(
+            f"{config_path}: name {proto.name!r} does not match its directory {model_dir.name!r}"
+        )
+    proto.name = model_dir.name
+    config = config_from_proto(proto, str(config_path))
+    card, card_error, card_bytes = _card(model_dir)
+    versions = {int(d.name): _fingerprint(d) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit()}
+    served = config.version_policy.select(set(versions))
+    return ModelSpec(
+        name=model_dir.name,
+        path=model_dir,
+        config=config,
+        config_json=config_to_json(proto),
+        versions={v: versions[v] for v in served},
+        fingerprint=hashlib.sha256(text + b"\0" + card_bytes).hexdigest(),
+        card=card,
+        card_error=card_error,
+    )
+
+
+def config_from_proto(proto: mc.ModelConfig, source: str = "<config>") -> ModelConfig:
+    try:
+        return ModelConfig(
+            name=proto.name,
+            platform=proto.platform,
+            backend=proto.backend,
+            max_batch_size=proto.max_batch_size,
+            inputs=tuple(_tensor(t) for t in proto.input),
+            outputs=tuple(_tensor(t) for t in proto.output),
+            dynamic_batching=_batching(proto.dynamic_batching)
+            if proto.HasField("dynamic_batching")
+            else None,
+            version_policy=_version_policy(proto.version_policy),
+            instance_count=max(1, sum(g.count or 1 for g in proto.instance_group)),
+            default_model_filename=proto.default_model_filename,
+            parameters={k: v.string_value for k, v in proto.parameters.items()},
+        )
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _tensor(t: mc.ModelInput | mc.ModelOutput) -> TensorConfig:
+    if t.HasField("reshape"):
+        raise ValueError(f"tensor {t.name!r} uses 'reshape', which the gateway does not support")
+    return TensorConfig(
+        name=t.name,
+        datatype=datatype_from_triton(mc.DataType.Name(t.data_type)),
+        dims=tuple(int(d) for d in t.dims),
+        optional=bool(getattr(t, "optional", False)),
+    )
+
+
+def _queue_policy(p: mc.ModelQueuePolicy) -> QueuePolicy:
+    return QueuePolicy(
+        timeout_action=TimeoutAction(mc.ModelQueuePolicy.TimeoutAction.Name(p.timeout_action)),
+        default_timeout_us=p.default_timeout_microseconds,
+        allow_timeout_override=p.allow_timeout_override,
+        max_queue_size=p.max_queue_size,
+    )
+
+
+def _batching(db: mc.ModelDynamicBatching) -> DynamicBatching:
+    if db.priority_levels and not 0 <= db.default_priority_level <= db.priority_levels:
+        raise ValueError(
+            f"default_priority_level {db.default_priority_level} is outside priority_levels 1..{db.priority_levels}"
+        )
+    return DynamicBatching(
+        preferred_batch_sizes=tuple(db.preferred_batch_size),
+        max_queue_delay_us=db.max_queue_delay_microseconds,
+        priority_levels=db.priority_levels,
+        default_priority_level=db.default_priority_level,
+        default_queue_policy=_queue_policy(db.default_queue_policy),
+        priority_queue_policy={int(k): _queue_policy(v) for k, v in db.priority_queue_policy.items()},
+    )
+
+
+def _version_policy(vp: mc.ModelVersionPolicy) -> VersionPolicy:
+    choice = vp.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy(VersionPolicyKind.ALL)
+    if choice == "specific":
+        return VersionPolicy(VersionPolicyKind.SPECIFIC, versions=tuple(int(v) for v in vp.specific.versions))
+    return VersionPolicy(VersionPolicyKind.LATEST, num_versions=max(1, vp.latest.num_versions))
+
+
+def config_to_json(proto: Message) -> dict[str, Any]:
+    """Triton's JSON form: protobuf field names, defaults included, 64-bit integers as numbers."""
+    data = json_format.MessageToDict(
+        proto, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _int64_as_numbers(proto.DESCRIPTOR, data)
+
+
+_INT64 = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def _int64_as_numbers(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+    for field in descriptor.fields:
+        if field.name in data:
+            data[field.name] = _convert(field, data[field.name])
+    return data
+
+
+def _convert(field: FieldDescriptor, value: Any) -> Any:
+    message = field.message_type
+    if message is not None and message.GetOptions().map_entry:
+        inner = message.fields_by_name["value"]
+        return {k: _scalar(inner, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scalar(field, v) for v in value]
+    return _scalar(field, value)
+
+
+def _scalar(field: FieldDescriptor, value: Any) -> Any:
+    if field.message_type is not None:
+        return _int64_as_numbers(field.message_type, value)
+    return int(value) if field.type in _INT64 else value
+
+
+def _card(model_dir: Path) -> tuple[VariantCard | None, str, bytes]:
+    """The card (None when absent or unreadable), why it could not be read, and its bytes."""
+    path = model_dir / CARD_FILENAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, "", b""
+    try:
+        return card_from_dict(json.loads(data), str(path)), "", data
+    except json.JSONDecodeError as e:
+        return None, f"{path}: not JSON ({e})", data
+    except CardError as e:
+        return None, str(e), data
+
+
+def _fingerprint(version_dir: Path) -> str:
+    """Names, sizes and modification times of every file in a version directory."""
+    h = hashlib.sha256()
+    for p in sorted(version_dir.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(version_dir)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def create_service(
+    repository: Path | str,
+    *,
+    control_mode: ControlMode | str = ControlMode.NONE,
+    poll_interval_s: float = 15.0,
+    startup_models: Sequence[str] = (),
+    backend: str = DEFAULT_BACKEND,
+    backend_options: Mapping[str, Any] | None = None,
+    policy: Policy | None = None,
+    observer: Observer | None = None,
+    strict_readiness: bool = True,
+    server_version: str = "0.1.0",
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+) -> Service:
+    """A ``Service`` over the repository at ``repository``; call ``await service.start()`` to load models."""
+    return Service(
+        ModelRepository(repository),
+        BackendLoader(load_backend(backend, **dict(backend_options or {}))),
+        control_mode=ControlMode(control_mode),
+        startup_models=startup_models,
+        poll_interval_s=poll_interval_s,
+        policy=policy,
+        observer=observer,
+        strict_readiness=strict_readiness,
+        server_version=server_version,
+        extensions=extensions,
+    )
