@@ -69,8 +69,10 @@ class Int8DynamicConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
-    reduce_range: bool = Field(
-        True, description="7-bit weights: avoids u8s8 saturation on AVX2 CPUs without VNNI (VPMADDUBSW)."
+    reduce_range: bool | None = Field(
+        None,
+        description="7-bit weights, which avoid u8s8 saturation on AVX2 CPUs without VNNI (VPMADDUBSW's 16-bit "
+        "sums). None = decide from this CPU: on without VNNI, off with it (full 8-bit precision).",
     )
     weight_type: str = Field("QInt8", description="QInt8 or QUInt8.")
     op_types_to_quantize: list[str] = Field(["MatMul", "Gemm"], description="Operator types quantized.")

@@ -22,6 +22,7 @@ import numpy as np
 
 from compressor import evaluate, variants
 from compressor.config import BuildConfig
+from compressor.cpu import cpu_flags
 from compressor.profile import profile
 from compressor.repository import MODEL_FILENAME, check_writable, is_up_to_date, model_config, write_variant
 from compressor.source import Source
@@ -47,15 +48,8 @@ def environment() -> dict[str, Any]:
     import onnx
     import onnxruntime
 
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = sorted(f for f in have if f.startswith(("avx", "fma", "sse4", "amx")) or "vnni" in f)
-                break
-    except OSError:
-        pass
+    have = cpu_flags()
+    flags = sorted(f for f in have if f.startswith(("avx", "fma", "sse4", "amx")) or "vnni" in f)
     env: dict[str, Any] = {
         "cpu_flags": flags,
         "vnni": any("vnni" in f for f in flags),
@@ -76,13 +70,16 @@ def environment() -> dict[str, Any]:
 
 
 def build_key(source: Source, variant: str, config: BuildConfig, upstream: str = "") -> str:
+    from compressor.passes.int8_dynamic import resolve
+
+    int8 = resolve(config.int8_dynamic).model_dump()
     relevant = {
         "fp32": {},
         "fp16": {},
-        "int8": {"int8": config.int8_dynamic.model_dump(), "mode": source.int8_mode},
+        "int8": {"int8": int8, "mode": source.int8_mode},
         "pruned": {"prune": config.prune.model_dump()},
         "pruned-structured": {"structured": config.structured, "attempts": config.structured_attempts},
-        "pruned-structured-int8": {"int8": config.int8_dynamic.model_dump(), "mode": source.int8_mode},
+        "pruned-structured-int8": {"int8": int8, "mode": source.int8_mode},
     }[variant]
     blob = json.dumps(
         {

@@ -1,20 +1,25 @@
 """fp16: weights and activations in half precision where onnxruntime's CPU provider has kernels.
 
 A naive conversion does not load on the CPU provider: many operators have no fp16 CPU kernel
-("Could not find an implementation for ..."). We convert with fp32 graph inputs/outputs, then let
-onnxruntime tell us which operator types it cannot run in fp16 and keep exactly those in fp32 (the
-converter inserts the Casts), repeating until the model loads.
+("Could not find an implementation for ..."), and the converter leaves some nodes type-inconsistent
+(e.g. a graph ``Cast`` to float whose output it retypes to float16, as in MiniLM's mean pooling). We
+convert with fp32 graph inputs/outputs, then let onnxruntime tell us what it refuses: an operator type
+without an fp16 kernel, or a node whose types disagree. We keep exactly those in fp32 (the converter
+inserts the Casts around them) and repeat until the model loads.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+import warnings
 from pathlib import Path
 
 import onnx
 from pydantic import BaseModel, ConfigDict, Field
 
 _NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(")
+_BAD_NODE = re.compile(r"node \(([^)]+)\)")
 
 
 class Fp16Config(BaseModel):
@@ -31,24 +36,37 @@ def apply(src: Path, dst: Path, config: Fp16Config | None = None) -> dict[str, o
 
     config = config or Fp16Config()
     blocked = list(dict.fromkeys([*float16.DEFAULT_OP_BLOCK_LIST, *config.op_block_list]))
+    blocked_nodes: list[str] = []
     model = onnx.load(str(src))
     for _ in range(config.max_rounds):
-        converted = float16.convert_float_to_float16(
-            model, keep_io_types=config.keep_io_types, op_block_list=blocked, disable_shape_infer=False
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the converter warns about values it clamps to fp16 range
+            converted = float16.convert_float_to_float16(
+                copy.deepcopy(model),  # the converter mutates its input
+                keep_io_types=config.keep_io_types,
+                op_block_list=blocked,
+                node_block_list=blocked_nodes,
+            )
         onnx.save(converted, str(dst))
         try:
             ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            m = _NO_KERNEL.search(str(e))
-            if not m or m.group(1) in blocked:
+            msg = str(e)
+            op, node = _NO_KERNEL.search(msg), _BAD_NODE.search(msg)
+            if op and op.group(1) not in blocked:
+                blocked.append(op.group(1))
+            elif node and node.group(1) not in blocked_nodes:
+                blocked_nodes.append(node.group(1))
+            else:
                 raise
-            blocked.append(m.group(1))
             continue
         fp16_ops = sorted({n.op_type for n in converted.graph.node if n.op_type not in blocked and n.op_type != "Cast"})
         return {
             "keep_io_types": config.keep_io_types,
             "ops_kept_fp32": sorted(set(blocked) - set(float16.DEFAULT_OP_BLOCK_LIST)),
+            "nodes_kept_fp32": blocked_nodes,
             "ops_in_fp16": fp16_ops,
         }
-    raise RuntimeError(f"fp16 model still fails to load after {config.max_rounds} rounds; blocked {blocked}")
+    raise RuntimeError(
+        f"fp16 model still fails to load after {config.max_rounds} rounds; blocked ops {blocked}, nodes {blocked_nodes}"
+    )

@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from compressor.config import Int8DynamicConfig
+from compressor.cpu import has_vnni
 
 
 def apply(src: Path, dst: Path, config: Int8DynamicConfig) -> dict[str, object]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    config = resolve(config)
     quantize_dynamic(
         str(src),
         str(dst),
@@ -24,11 +26,19 @@ def apply(src: Path, dst: Path, config: Int8DynamicConfig) -> dict[str, object]:
         op_types_to_quantize=config.op_types_to_quantize,
         nodes_to_exclude=config.nodes_to_exclude,
     )
-    return config.model_dump()
+    return {**config.model_dump(), "vnni": has_vnni()}
+
+
+def resolve(config: Int8DynamicConfig) -> Int8DynamicConfig:
+    """Fill ``reduce_range=None`` from this CPU: 7-bit weights only where u8s8 can saturate (no VNNI)."""
+    if config.reduce_range is None:
+        return config.model_copy(update={"reduce_range": not has_vnni()})
+    return config
 
 
 def ladder(base: Int8DynamicConfig, sensitive_nodes: list[str]) -> list[Int8DynamicConfig]:
     """The configurations tried in order until one passes the accuracy gate."""
+    base = resolve(base)
     rungs = [
         base,
         base.model_copy(update={"reduce_range": not base.reduce_range}),
