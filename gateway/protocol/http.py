@@ -1,0 +1,240 @@
+"""KServe v2 / Triton HTTP endpoints over any ``InferenceService``: decode, call the service, encode.
+
+Routes are plain Starlette routes on a FastAPI app (no per-request dependency injection or pydantic on the
+inference path); request bodies are read raw so binary tensors are never copied through JSON. Errors are
+Triton's ``{"error": "..."}`` with the status from ``gateway.protocol.status``; one handler on
+``GatewayError`` covers the whole family (Starlette looks handlers up along the class hierarchy).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.core.api import InferenceService
+from gateway.core.errors import ErrorKind, GatewayError, InvalidInput, PayloadTooLarge, Unsupported
+from gateway.core.service import VARIANT_PARAMETER
+from gateway.protocol import http_json
+from gateway.protocol.http_codec import (
+    HEADER_LENGTH,
+    decode_infer_request,
+    dumps,
+    encode_infer_response,
+    load_json_object,
+    parse_header_length,
+)
+from gateway.protocol.restricted import Restrictions
+from gateway.protocol.status import http_status
+
+VARIANT_HEADER = "varigate-variant"
+_DRAIN_CAP_FACTOR = 4  # read (and discard) at most this many times the limit before answering 413
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    max_body_bytes: int = 64 * 1024 * 1024
+    restrictions: Restrictions = field(default_factory=Restrictions)
+
+
+class _IndexBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    repository_name: str = ""
+    ready: bool = False
+
+
+class _LoadBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    parameters: dict[str, Any] = {}
+
+
+def _health(ok: bool, kind: ErrorKind) -> Response:
+    return Response(status_code=200 if ok else http_status(kind))
+
+
+def json_response(doc: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(doc), status_code=status, headers=headers, media_type="application/json")
+
+
+def _error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _error_response(http_status(exc.kind), exc.message)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    return _error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The (decompressed) body, or PayloadTooLarge. An oversized body is drained, not kept, so the client
+    reads a clean 413 instead of a broken pipe."""
+    declared = request.headers.get("content-length")
+    too_big = declared is not None and declared.isdigit() and int(declared) > limit
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            too_big = True
+        if too_big:
+            chunks.clear()
+            if size > _DRAIN_CAP_FACTOR * limit:
+                break
+        else:
+            chunks.append(chunk)
+    if too_big:
+        raise PayloadTooLarge(f"request body of {declared or size} bytes exceeds the limit of {limit} bytes")
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding in ("gzip", "deflate"):
+        body = _decompress(body, encoding, limit)
+    elif encoding != "identity":
+        raise Unsupported(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    return body
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise InvalidInput(f"request body is not valid {encoding} data: {e}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    return out
+
+
+def create_app(service: InferenceService, options: HttpOptions | None = None) -> FastAPI:
+    opts = options or HttpOptions()
+    allow = opts.restrictions.check
+    app = FastAPI(title="varigate", openapi_url=None, docs_url=None, redoc_url=None)
+
+    def route(
+        path: str, methods: list[str], api: str
+    ) -> Callable[[Callable[..., Awaitable[Response]]], None]:
+        def register(fn: Callable[[Request], Awaitable[Response]]) -> None:
+            async def endpoint(request: Request) -> Response:
+                allow(api, request.headers.get)
+                return await fn(request)
+
+            app.add_route(path, endpoint, methods=methods)
+            if "{model}" in path:
+                versioned = path.replace("{model}", "{model}/versions/{version}")
+                app.add_route(versioned, endpoint, methods=methods)
+
+        return register
+
+    def model_args(request: Request) -> tuple[str, str]:
+        return request.path_params["model"], request.path_params.get("version", "")
+
+    @route("/v2", ["GET"], "metadata")
+    async def server_metadata(request: Request) -> Response:
+        return json_response(http_json.server_metadata(service.server_metadata()))
+
+    # Health answers carry no body, as Triton's: tritonclient.http.aio never reads them, and an unread
+    # body would keep its connection checked out.
+    @route("/v2/health/live", ["GET"], "health")
+    async def live(request: Request) -> Response:
+        return _health(service.server_live(), ErrorKind.UNAVAILABLE)
+
+    @route("/v2/health/ready", ["GET"], "health")
+    async def ready(request: Request) -> Response:
+        return _health(service.server_ready(), ErrorKind.UNAVAILABLE)
+
+    # Before /v2/models/{model}, which would otherwise take "stats" for a model name.
+    @route("/v2/models/stats", ["GET"], "statistics")
+    async def all_stats(request: Request) -> Response:
+        return json_response(http_json.statistics(service.statistics()))
+
+    @route("/v2/models/{model}/stats", ["GET"], "statistics")
+    async def model_stats(request: Request) -> Response:
+        return json_response(http_json.statistics(service.statistics(*model_args(request))))
+
+    @route("/v2/models/{model}", ["GET"], "metadata")
+    async def model_metadata(request: Request) -> Response:
+        return json_response(http_json.model_metadata(service.model_metadata(*model_args(request))))
+
+    @route("/v2/models/{model}/ready", ["GET"], "health")
+    async def model_ready(request: Request) -> Response:
+        return _health(service.model_ready(*model_args(request)), ErrorKind.NOT_READY)
+
+    @route("/v2/models/{model}/config", ["GET"], "model-config")
+    async def model_config(request: Request) -> Response:
+        return json_response(service.model_config(*model_args(request)))
+
+    @route("/v2/models/{model}/infer", ["POST"], "inference")
+    async def infer(request: Request) -> Response:
+        name, version = model_args(request)
+        body = await read_body(request, opts.max_body_bytes)
+        header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
+        decoded = decode_infer_request(body, header_length, name, version)
+        response = await service.infer(decoded.request)
+        payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
+        variant = response.parameters.get(VARIANT_PARAMETER) or response.model_name
+        headers = {VARIANT_HEADER: str(variant)}
+        if json_length is None:
+            return Response(payload, headers=headers, media_type="application/json")
+        headers[HEADER_LENGTH] = str(json_length)
+        return Response(payload, headers=headers, media_type="application/octet-stream")
+
+    async def optional_json(request: Request, schema: type[BaseModel], what: str) -> Any:
+        body = await read_body(request, opts.max_body_bytes)
+        try:
+            return schema.model_validate(load_json_object(body, what) if body.strip() else {})
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise InvalidInput(f"{what}: {problems}") from None
+
+    @route("/v2/repository/index", ["POST"], "model-repository")
+    async def repository_index(request: Request) -> Response:
+        body = await optional_json(request, _IndexBody, "the repository index request")
+        return json_response(http_json.repository_index(service.repository_index(ready_only=body.ready)))
+
+    @route("/v2/repository/models/{name}/load", ["POST"], "model-repository")
+    async def load(request: Request) -> Response:
+        body = await optional_json(request, _LoadBody, "the model load request")
+        await service.load_model(request.path_params["name"], body.parameters or None)
+        return Response(status_code=200)
+
+    @route("/v2/repository/models/{name}/unload", ["POST"], "model-repository")
+    async def unload(request: Request) -> Response:
+        body = await optional_json(request, _LoadBody, "the model unload request")
+        dependents = body.parameters.get("unload_dependents", False)
+        if not isinstance(dependents, bool):
+            raise InvalidInput(f"parameters.unload_dependents must be true or false, got {dependents!r}")
+        await service.unload_model(request.path_params["name"], unload_dependents=dependents)
+        return Response(status_code=200)
+
+    for prefix, api in (
+        ("/v2/systemsharedmemory", "shared-memory"),
+        ("/v2/cudasharedmemory", "shared-memory"),
+        ("/v2/trace", "trace"),
+        ("/v2/logging", "logging"),
+    ):
+
+        async def unsupported(request: Request, api: str = api) -> Response:
+            raise Unsupported(f"the {api} extension is not supported by this server")
+
+        route(prefix + "/{rest:path}", ["GET", "POST"], api)(unsupported)
+        route(prefix, ["GET", "POST"], api)(unsupported)
+
+    app.add_exception_handler(GatewayError, _on_gateway_error)
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)
+    return app

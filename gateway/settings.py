@@ -1,0 +1,119 @@
+"""Gateway settings: every option of ``varigate serve``, each also settable as ``VARIGATE_<NAME>``.
+
+Names follow Triton's flags where one exists (``--model-control-mode``, ``--repository-poll-secs``,
+``--load-model``, ``--http-restricted-api``, ``--grpc-restricted-protocol``, ``--exit-timeout-secs``,
+``--strict-readiness``). List settings read from the environment are ``;``-separated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway.backends.base import DEFAULT_BACKEND
+from gateway.protocol.restricted import parse_restriction
+
+ENV_PREFIX = "VARIGATE_"
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+ControlModeName = Literal["none", "poll", "explicit"]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(";") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    repository: Path = Field(Path("model_repository"), description="Triton-style model repository to serve.")
+    http_host: str = Field("127.0.0.1", description="Address the HTTP (KServe v2 REST) server binds.")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free port.")
+    grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    metrics_host: str = Field("127.0.0.1", description="Address the Prometheus /metrics server binds.")
+    metrics_port: int = Field(8002, ge=0, le=65535, description="Metrics port; 0 picks a free port.")
+    allow_http: bool = Field(True, description="Serve the HTTP protocol.")
+    allow_grpc: bool = Field(True, description="Serve the gRPC protocol.")
+    allow_metrics: bool = Field(True, description="Serve Prometheus metrics on their own port.")
+    model_control_mode: ControlModeName = Field(
+        "none",
+        description="Triton's model control: 'none' loads every model at start, 'poll' also applies "
+        "repository changes every poll interval, 'explicit' loads only through the repository API.",
+    )
+    load_model: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models to load at start in 'explicit' mode ('*' for all); ';'-separated in the env.",
+    )
+    repository_poll_secs: float = Field(
+        15.0, gt=0, description="Seconds between repository scans in 'poll' mode (Triton's default 15)."
+    )
+    strict_readiness: bool = Field(
+        True, description="Server readiness requires every model that should be loaded to be ready."
+    )
+    backend: str = Field(
+        DEFAULT_BACKEND,
+        description="Backend that runs batches, as 'module:attr' (default: in-process onnxruntime).",
+    )
+    ort_intra_op_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per session.")
+    ort_inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads per session.")
+    executor_workers: int = Field(
+        0,
+        ge=0,
+        description="Threads that run batches off the event loop; 0 = cores // intra-op threads "
+        "(workers x intra-op threads must not exceed the cores).",
+    )
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Largest HTTP request body (after decompression) and gRPC message accepted; larger "
+        "requests get 413 / RESOURCE_EXHAUSTED.",
+    )
+    http_restricted_api: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Triton's --http-restricted-api groups '<api>,...:<header>=<value>' (e.g. "
+        "'model-repository,statistics:admin-key=secret'); ';'-separated in the env.",
+    )
+    grpc_restricted_protocol: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Triton's --grpc-restricted-protocol groups '<api>,...:<key>=<value>'; clients send "
+        "metadata 'triton-grpc-protocol-<key>'. ';'-separated in the env.",
+    )
+    exit_timeout_secs: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM/SIGINT, how long to wait for accepted requests to finish before exiting.",
+    )
+    log_level: LogLevel = Field("info", description="Log level of the gateway and its servers.")
+
+    @field_validator("load_model", "http_restricted_api", "grpc_restricted_protocol", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("http_restricted_api", "grpc_restricted_protocol")
+    @classmethod
+    def _check_restrictions(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            parse_restriction(spec)
+        return value
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> Settings:
+        served = [
+            (name, port)
+            for name, port, on in (
+                ("http_port", self.http_port, self.allow_http),
+                ("grpc_port", self.grpc_port, self.allow_grpc),
+                ("metrics_port", self.metrics_port, self.allow_metrics),
+            )
+            if on and port
+        ]
+        ports = [p for _, p in served]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"ports must differ, got {dict(served)}")
+        return self

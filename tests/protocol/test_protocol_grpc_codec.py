@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+from tritonclient.grpc import InferResult
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc._utils import _get_inference_request
+
+from gateway.core.errors import InvalidInput, Unsupported
+from gateway.core.types import Datatype, InferResponse, Tensor
+from gateway.protocol.grpc_codec import (
+    decode_infer_request,
+    encode_infer_response,
+    encode_model_config,
+    parse_message,
+)
+
+
+def test_raw_inputs_as_tritonclient_sends_them() -> None:
+    a = tg.InferInput("ids", [2, 3], "INT64")
+    a.set_data_from_numpy(np.arange(6, dtype=np.int64).reshape(2, 3))
+    b = tg.InferInput("s", [2], "BYTES")
+    b.set_data_from_numpy(np.array([b"\xff", b""], dtype=object))
+    c = tg.InferInput("h", [1], "FP16")
+    c.set_data_from_numpy(np.array([0.25], np.float16))
+    msg = _get_inference_request(
+        "m",
+        [a, b, c],
+        "2",
+        "r1",
+        [tg.InferRequestedOutput("o")],
+        0,
+        False,
+        False,
+        3,
+        900,
+        {"slo_ms": 4.5, "tag": "x"},
+    )
+    r = decode_infer_request(pb.ModelInferRequest.FromString(msg.SerializeToString()))
+    assert (r.model_name, r.model_version, r.id, r.protocol) == ("m", "2", "r1", "grpc")
+    assert r.parameters == {"priority": 3, "timeout": 900, "slo_ms": 4.5, "tag": "x"}
+    assert [o.name for o in r.outputs or []] == ["o"]
+    ids, s, h = r.inputs
+    np.testing.assert_array_equal(ids.data, np.arange(6).reshape(2, 3))
+    assert s.data.tolist() == [b"\xff", b""]
+    assert h.data.dtype == np.float16 and h.data.tolist() == [0.25]
+
+
+def test_typed_contents() -> None:
+    msg = pb.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="i8", datatype="INT8", shape=[3]).contents.int_contents.extend([1, -2, 3])
+    msg.inputs.add(name="u16", datatype="UINT16", shape=[1]).contents.uint_contents.extend([65535])
+    msg.inputs.add(name="f", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend([1.5, 2])
+    msg.inputs.add(name="b", datatype="BOOL", shape=[2]).contents.bool_contents.extend([True, False])
+    msg.inputs.add(name="s", datatype="BYTES", shape=[1]).contents.bytes_contents.extend([b"ab"])
+    got = {t.name: t.data for t in decode_infer_request(msg).inputs}
+    assert got["i8"].dtype == np.int8 and got["i8"].tolist() == [1, -2, 3]
+    assert got["u16"].dtype == np.uint16 and got["u16"].tolist() == [65535]
+    assert got["f"].dtype == np.float32 and got["f"].shape == (1, 2)
+    assert got["b"].tolist() == [True, False]
+    assert got["s"].tolist() == [b"ab"]
+
+
+def _typed(datatype: str, field: str, values: list[Any], shape: list[int] | None = None) -> Any:
+    msg = pb.ModelInferRequest(model_name="m")
+    getattr(msg.inputs.add(name="x", datatype=datatype, shape=shape or [len(values)]).contents, field).extend(
+        values
+    )
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("msg", "needle"),
+    [
+        (_typed("INT8", "int_contents", [300]), "value 300 is out of range for INT8"),
+        (
+            _typed("INT64", "fp32_contents", [1.0]),
+            "INT64 data goes in contents.int64_contents, not contents.fp32_contents",
+        ),
+        (_typed("FP16", "fp32_contents", [1.0]), "FP16 has no typed contents field"),
+        (_typed("FP32", "fp32_contents", [1.0], [2]), "has 1 elements, but shape [2] needs 2"),
+        (_typed("FLOAT", "fp32_contents", [1.0]), "unknown datatype 'FLOAT'"),
+        (_typed("FP32", "fp32_contents", [1.0], [-1]), "negative dimension"),
+    ],
+)
+def test_bad_typed_contents_name_the_problem(msg: Any, needle: str) -> None:
+    with pytest.raises(InvalidInput, match="input 'x'") as e:
+        decode_infer_request(msg)
+    assert needle in e.value.message
+
+
+def test_raw_contents_rules() -> None:
+    msg = pb.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="x", datatype="FP32", shape=[2])
+    msg.raw_input_contents.append(b"\0" * 4)
+    with pytest.raises(InvalidInput, match="raw data has 4 bytes, but shape \\[2\\] of FP32 needs 8"):
+        decode_infer_request(msg)
+    msg.raw_input_contents[0] = b"\0" * 8
+    msg.inputs[0].contents.fp32_contents.append(1.0)
+    with pytest.raises(InvalidInput, match="sets 'contents' while the request uses raw_input_contents"):
+        decode_infer_request(msg)
+    msg.inputs[0].ClearField("contents")
+    msg.raw_input_contents.append(b"")
+    with pytest.raises(InvalidInput, match="raw_input_contents has 2 entries, but the request has 1 inputs"):
+        decode_infer_request(msg)
+    empty = pb.ModelInferRequest(model_name="m")
+    empty.inputs.add(name="x", datatype="FP32", shape=[1])
+    with pytest.raises(InvalidInput, match="has no 'contents' and the request has no raw_input_contents"):
+        decode_infer_request(empty)
+
+
+def test_raw_bytes_tensor_must_match_its_shape() -> None:
+    msg = pb.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="x", datatype="BYTES", shape=[2])
+    msg.raw_input_contents.append(struct.pack("<I", 1) + b"a")
+    with pytest.raises(InvalidInput, match="BYTES data ends after 1 of 2 elements"):
+        decode_infer_request(msg)
+
+
+def test_shared_memory_and_classification_are_unsupported() -> None:
+    msg = pb.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="x", datatype="FP32", shape=[1]).parameters["shared_memory_region"].string_param = "r"
+    with pytest.raises(Unsupported, match="shared-memory"):
+        decode_infer_request(msg)
+    msg = pb.ModelInferRequest(model_name="m")
+    msg.outputs.add(name="o").parameters["classification"].int64_param = 2
+    with pytest.raises(Unsupported, match="classification"):
+        decode_infer_request(msg)
+
+
+def test_malformed_protobuf() -> None:
+    with pytest.raises(InvalidInput, match="malformed inference.ModelInferRequest protobuf"):
+        parse_message(pb.ModelInferRequest, b"\xff\xff\xff")
+
+
+def test_response_reads_back_with_tritonclient() -> None:
+    response = InferResponse(
+        "m.int8",
+        "1",
+        [
+            Tensor("f", Datatype.FP32, (2, 2), np.arange(4, dtype=np.float32).reshape(2, 2)),
+            Tensor("s", Datatype.BYTES, (2,), np.array([b"x", b"\xff"], dtype=object)),
+        ],
+        "r1",
+        {"varigate_variant": "m.int8", "n": 3, "big": 2**63, "f": 0.5, "ok": True, "doc": {"a": 1}},
+    )
+    msg = encode_infer_response(response)
+    assert len(msg.raw_output_contents) == 2  # tritonclient reads raw_output_contents by output index
+    result = InferResult(pb.ModelInferResponse.FromString(msg.SerializeToString()))
+    np.testing.assert_array_equal(result.as_numpy("f"), np.arange(4, dtype=np.float32).reshape(2, 2))
+    assert result.as_numpy("s").tolist() == [b"x", b"\xff"]
+    p = result.get_response().parameters
+    assert p["varigate_variant"].string_param == "m.int8"
+    assert p["n"].int64_param == 3 and p["big"].uint64_param == 2**63
+    assert p["f"].double_param == 0.5 and p["ok"].bool_param is True
+    assert p["doc"].string_param == '{"a":1}'
+
+
+def test_model_config_json_to_protobuf() -> None:
+    config = {
+        "name": "m",
+        "max_batch_size": 8,
+        "input": [{"name": "x", "data_type": "TYPE_INT64", "dims": [-1]}],
+        "dynamic_batching": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 100},
+        "a_field_from_a_newer_triton": 1,
+    }
+    got = encode_model_config(config).config
+    assert got.name == "m" and got.max_batch_size == 8
+    assert list(got.input[0].dims) == [-1] and got.input[0].data_type == 9  # TYPE_INT64
+    assert list(got.dynamic_batching.preferred_batch_size) == [4, 8]
