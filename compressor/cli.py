@@ -17,6 +17,7 @@ SOURCES = ("default", "minilm", "digits", "module", "onnx")
 FAST = {
     "profile": {"batch_sizes": [1, 8], "warmup": 1, "min_iterations": 3, "max_seconds_per_batch": 0.2},
     "structured_attempts": 1,
+    "structured": {"minilm": {"distil_steps": 40, "importance_batches": 2}},
 }
 
 
@@ -44,7 +45,12 @@ def _config(args: argparse.Namespace) -> BuildConfig:
         data.update(json.loads(json.dumps(FAST)))
     if args.config:
         try:
-            data.update(json.loads(args.config.read_text()))
+            user = json.loads(args.config.read_text())
+            for key, value in user.items():  # nested settings merge over the presets
+                if isinstance(value, dict) and isinstance(data.get(key), dict):
+                    data[key] = {**data[key], **value}  # type: ignore[dict-item]
+                else:
+                    data[key] = value
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read config {str(args.config)!r}: {e}") from None
     if args.variants:

@@ -96,8 +96,9 @@ class BuildConfig(BaseModel):
     profile: ProfileConfig = Field(default_factory=ProfileConfig, description="Latency profiling.")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="Unstructured pruning ladder.")
     int8_dynamic: Int8DynamicConfig = Field(default_factory=Int8DynamicConfig, description="Dynamic int8.")
-    structured: dict[str, Any] = Field(
-        default_factory=dict, description="Settings passed to the source's structured prune + distil."
+    structured: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per logical model (e.g. 'minilm'), settings passed to its structured prune + distil routine.",
     )
     structured_attempts: int = Field(2, ge=1, description="Rungs of the structured fallback ladder to try.")
     parity_atol: float = Field(1e-4, gt=0, description="Max |onnx - torch| allowed for the fp32 export.")

@@ -78,7 +78,10 @@ def build_key(source: Source, variant: str, config: BuildConfig, upstream: str =
         "fp16": {},
         "int8": {"int8": int8, "mode": source.int8_mode},
         "pruned": {"prune": config.prune.model_dump()},
-        "pruned-structured": {"structured": config.structured, "attempts": config.structured_attempts},
+        "pruned-structured": {
+            "structured": config.structured.get(source.logical_model, {}),
+            "attempts": config.structured_attempts,
+        },
         "pruned-structured-int8": {"int8": int8, "mode": source.int8_mode},
     }[variant]
     blob = json.dumps(

@@ -55,7 +55,7 @@ def structured_candidates(source: Source, fp32: Path, work: Path, config: BuildC
     if source.torch_module is None or source.structured is None:
         raise SkipVariant("needs a torch module with a structured prune + distil routine")
     for attempt in range(config.structured_attempts):
-        student, info = source.structured(source.torch_module, dict(config.structured), attempt)
+        student, info = source.structured(source.torch_module, dict(config.structured.get(source.logical_model, {})), attempt)
         yield _export(source, student, work / f"structured{attempt}.onnx"), {
             "pass": "structured prune + distil",
             "attempt": attempt,
