@@ -12,7 +12,11 @@ import numpy as np
 
 from gateway.core.config import ModelConfig, TensorConfig
 from gateway.core.errors import InvalidInput
-from gateway.core.types import InferRequest, Tensor
+from gateway.core.types import Datatype, InferRequest, Tensor
+
+# ONNX string tensors hold UTF-8 text (onnx.proto, ``TensorProto.string_data``), and onnxruntime's Python API
+# takes nothing else: other bytes must be refused here, not fail the batch they would join.
+_ONNX_PLATFORM, _ONNX_BACKEND = "onnxruntime_onnx", "onnxruntime"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +87,23 @@ def _array(tensor: Tensor, spec: TensorConfig, config: ModelConfig) -> np.ndarra
         )
     if data.dtype != spec.datatype.numpy:
         raise InvalidInput(f"{where}: data of numpy type {data.dtype} does not hold {spec.datatype.value}")
+    if spec.datatype is Datatype.BYTES and (
+        config.platform == _ONNX_PLATFORM or config.backend == _ONNX_BACKEND
+    ):
+        _check_utf8(data, where)
     return data.reshape(shape) if data.shape != shape else data
+
+
+def _check_utf8(data: np.ndarray, where: str) -> None:
+    for i, item in enumerate(data.reshape(-1).tolist()):
+        if isinstance(item, bytes):
+            try:
+                item.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidInput(
+                    f"{where}: BYTES element {i} ({item[:16]!r}) is not UTF-8 ({e.reason} at byte {e.start}); "
+                    "an ONNX model's string tensors hold UTF-8 text"
+                ) from None
 
 
 def _outputs(request: InferRequest, config: ModelConfig) -> tuple[str, ...]:
