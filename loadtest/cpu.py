@@ -34,6 +34,11 @@ def _own_jiffies(pids: tuple[int, ...]) -> int:
     return total
 
 
+def process_cpu_s(pids: tuple[int, ...]) -> float:
+    """CPU seconds (user + system, all threads) the processes have used so far."""
+    return _own_jiffies(pids) / _HZ
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     seconds: float

@@ -10,7 +10,11 @@ import importlib
 import sys
 from pathlib import Path
 
-SECTIONS = {"variants": "loadtest.benchmarks.variants"}
+SECTIONS = {
+    "variants": "loadtest.benchmarks.variants",
+    "gateway": "loadtest.benchmarks.gateway",
+    "policy": "loadtest.benchmarks.policy",
+}
 DOCS = Path("docs")
 HEADER = """# Benchmarks
 

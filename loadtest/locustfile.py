@@ -1,0 +1,92 @@
+"""Locust users for teams that already run Locust: the same KServe v2 endpoints and payloads as
+``varigate loadtest`` (Locust is not a dependency of varigate: ``pip install locust``).
+
+    VARIGATE_LT_MODEL=minilm locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 \\
+        --headless -u 16 -r 16 -t 60s KServeHttpUser
+    VARIGATE_LT_GRPC=127.0.0.1:8001 locust -f loadtest/locustfile.py --headless -u 16 -t 60s KServeGrpcUser
+
+Settings (environment): see ``loadtest.locust_support.LocustSettings.from_env``. Locust's users are a
+closed loop (each waits for its answer; ``constant_pacing`` spaces them): under overload it offers less
+load and its latencies hide the queueing a real open arrival process would see. Use ``varigate loadtest``
+(open loop) for latency claims; use Locust to reuse existing Locust dashboards and habits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import grpc.experimental.gevent as grpc_gevent
+from locust import HttpUser, User, constant, events, task
+
+from loadtest.clients import grpc_inputs
+from loadtest.locust_support import LocustSettings, http_requests, http_variant
+
+grpc_gevent.init_gevent()  # before any gRPC channel exists: grpcio cooperates with Locust's gevent
+SETTINGS = LocustSettings.from_env()
+_PAYLOADS = SETTINGS.make_payloads()
+
+
+class KServeHttpUser(HttpUser):  # type: ignore[misc]
+    """``POST /v2/models/<model>/infer`` with JSON or binary tensors (``VARIGATE_LT_BINARY``)."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self._requests = itertools.cycle(
+            http_requests(_PAYLOADS, binary=SETTINGS.binary, parameters=SETTINGS.parameters())
+        )
+        self._path = f"/v2/models/{SETTINGS.model}/infer"
+        self._name = f"infer {SETTINGS.model} ({'binary' if SETTINGS.binary else 'json'})"
+
+    @task  # type: ignore[untyped-decorator]
+    def infer(self) -> None:
+        body, headers = next(self._requests)
+        with self.client.post(
+            self._path, data=body, headers=headers, name=self._name, catch_response=True
+        ) as r:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+            else:
+                r.success()
+                self.environment.events.request.fire(  # the variant mix, as its own row in Locust's table
+                    request_type="variant",
+                    name=http_variant(r.content, r.headers),
+                    response_time=0,
+                    response_length=0,
+                    exception=None,
+                    context={},
+                )
+
+
+class KServeGrpcUser(User):  # type: ignore[misc]
+    """``ModelInfer`` through tritonclient's gRPC client (grpcio made gevent-cooperative)."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._client = grpcclient.InferenceServerClient(SETTINGS.grpc_url)
+        self._requests = itertools.cycle(grpc_inputs(_PAYLOADS))
+
+    @task  # type: ignore[untyped-decorator]
+    def infer(self) -> None:
+        inputs, outputs = next(self._requests)
+        start = time.perf_counter()
+        error: Any = None
+        try:
+            self._client.infer(
+                SETTINGS.model, inputs, outputs=outputs, parameters=SETTINGS.parameters() or None
+            )
+        except Exception as e:  # noqa: BLE001 - reported to Locust as the request's failure
+            error = e
+        events.request.fire(
+            request_type="grpc",
+            name=f"ModelInfer {SETTINGS.model}",
+            response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=0,
+            exception=error,
+            context={},
+        )
