@@ -1,0 +1,338 @@
+"""Structured pruning of a BERT encoder's attention heads and FFN neurons, then distillation from fp32.
+
+Importance: each head's context output and each FFN neuron's activation is multiplied by a gate fixed at
+1, and the gate's importance is the mean squared gradient of a random projection ``r . embedding`` (r ~
+N(0, I), drawn per sentence) on unlabelled train text. That estimates ``E ||d embedding / d gate||^2``, the
+diagonal of the Gauss-Newton matrix of the distillation loss, i.e. the second-order Taylor cost of
+removing the unit (first-order Taylor against the teacher's own output is zero at the teacher).
+``importance="magnitude"`` ranks by weight L2 norms instead (no data needed).
+
+Pruning is physical: query/key/value lose output rows, the attention output projection loses input
+columns, the intermediate dense loses rows and the FFN output dense loses columns, and the attention
+modules' ``num_attention_heads`` / ``all_head_size`` are updated, so the ONNX export really is smaller.
+
+Distillation trains the student (dropout off, AdamW, linear warm-up then cosine decay) on the teacher's
+outputs over unlabelled sentences (the embedding tables stay frozen by default): ``1 - cos`` on the final embeddings plus an MSE on every layer's hidden
+states over the real tokens (the hidden size is unchanged, so layers align one to one). Batches are
+length-bucketed to cut padding. Everything is seeded: same inputs, same student.
+
+The model must look like ``compressor.sources.minilm.MiniLMEmbedder``: ``.bert.encoder.layer[i]`` BERT
+layers, ``hidden_states(ids, mask, all_layers)`` and ``pool(hidden, mask)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+
+from compressor.passes.structured_cnn import seeded_torch
+
+StructuredFn = Callable[[nn.Module, dict[str, Any], int], tuple[nn.Module, dict[str, Any]]]
+# The ladder: (distillation-step multiplier, share of the default cut that is still cut) per attempt.
+_LADDER = ((1.0, 1.0), (1.5, 0.75), (2.0, 0.5), (2.0, 0.25))
+LADDER_LENGTH = len(_LADDER)
+
+
+class StructuredTransformerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_heads_per_layer: int | list[int] = Field(
+        6, description="Attention heads kept in each layer (one int for all layers, or one per layer)."
+    )
+    keep_ffn_per_layer: int | list[int] = Field(
+        640, description="FFN (intermediate) neurons kept in each layer (one int, or one per layer)."
+    )
+    allocation: str = Field(
+        "global",
+        description="'global': the keep counts only fix the total, units are ranked across layers (at least "
+        "min_heads_per_layer / min_ffn_per_layer each); 'per_layer': keep exactly the given count in each layer.",
+    )
+    min_heads_per_layer: int = Field(2, ge=1, description="Fewest heads any layer keeps under global allocation.")
+    min_ffn_per_layer: int = Field(128, ge=1, description="Fewest FFN neurons any layer keeps under global allocation.")
+    importance: str = Field("taylor", description="'taylor' (gradient x activation, data-driven) or 'magnitude'.")
+    importance_batches: int = Field(16, ge=1, description="Batches of train text used to score heads and neurons.")
+    distil_steps: int = Field(700, ge=0, description="Distillation optimizer steps.")
+    batch_size: int = Field(32, ge=1, description="Sentences per distillation (and scoring) batch.")
+    lr: float = Field(2e-4, gt=0.0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    warmup_fraction: float = Field(0.06, ge=0.0, lt=1.0, description="Share of the steps with linear LR warm-up.")
+    max_seq_len: int = Field(128, ge=8, description="Sentences are truncated at this many tokens.")
+    embedding_loss_weight: float = Field(1.0, ge=0.0, description="Weight of (1 - cosine) on final embeddings.")
+    hidden_loss_weight: float = Field(0.1, ge=0.0, description="Weight of the per-layer hidden-state MSE.")
+    train_embeddings: bool = Field(
+        False, description="Also train the token/position embeddings (5x slower steps: a dense 30522x384 update)."
+    )
+    seed: int = Field(0, description="Seed for scoring projections, batch order and the torch RNG.")
+    threads: int = Field(2, ge=1, description="torch intra-op threads while scoring and distilling.")
+
+
+def ladder(base: StructuredTransformerConfig, attempt: int, n_heads: int, n_ffn: int) -> StructuredTransformerConfig:
+    """Config for fallback ``attempt``: 0 = base; then distil longer and cut less (see ``_LADDER``)."""
+    if not 0 <= attempt < LADDER_LENGTH:
+        raise ValueError(f"structured fallback attempt {attempt} out of range 0..{LADDER_LENGTH - 1}")
+    step_mult, cut_share = _LADDER[attempt]
+
+    def soften(keep: int | list[int], full: int) -> int | list[int]:
+        if isinstance(keep, list):
+            return [min(full, round(full - (full - k) * cut_share)) for k in keep]
+        return min(full, round(full - (full - keep) * cut_share))
+
+    return base.model_copy(
+        update={
+            "distil_steps": round(base.distil_steps * step_mult),
+            "keep_heads_per_layer": soften(base.keep_heads_per_layer, n_heads),
+            "keep_ffn_per_layer": soften(base.keep_ffn_per_layer, n_ffn),
+        }
+    )
+
+
+def apply(
+    teacher: nn.Module, tokenizer: Any, train_texts: Sequence[str], config: StructuredTransformerConfig
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Score, prune and distil a copy of ``teacher``; the teacher is left untouched (and in eval mode)."""
+    if len(train_texts) < config.batch_size:
+        raise ValueError(f"need at least batch_size={config.batch_size} train texts, got {len(train_texts)}")
+    if config.importance not in ("taylor", "magnitude"):
+        raise ValueError(f"importance must be 'taylor' or 'magnitude', got {config.importance!r}")
+    if config.allocation not in ("global", "per_layer"):
+        raise ValueError(f"allocation must be 'global' or 'per_layer', got {config.allocation!r}")
+    layers = _layers(teacher)
+    n_heads, n_ffn = layers[0].attention.self.num_attention_heads, layers[0].intermediate.dense.out_features
+    keep_heads = _per_layer(config.keep_heads_per_layer, len(layers), n_heads, "heads")
+    keep_ffn = _per_layer(config.keep_ffn_per_layer, len(layers), n_ffn, "FFN")
+    started = time.monotonic()
+    with seeded_torch(config.seed, config.threads):
+        teacher.eval()
+        batches = _batches(tokenizer, train_texts, config)
+        student = copy.deepcopy(teacher).eval()
+        params_before = _count(student)
+        if config.importance == "taylor":
+            head_scores, ffn_scores = _taylor_scores(student, batches[: config.importance_batches], config.seed)
+        else:
+            head_scores, ffn_scores = _magnitude_scores(student)
+        kept_heads = _select(head_scores, keep_heads, config.min_heads_per_layer, config.allocation)
+        kept_ffn = _select(ffn_scores, keep_ffn, config.min_ffn_per_layer, config.allocation)
+        for layer, heads, neurons in zip(_layers(student), kept_heads, kept_ffn):
+            _prune_heads(layer, heads)
+            _prune_ffn(layer, torch.tensor(neurons, dtype=torch.long))
+        scored = time.monotonic()
+        losses = _distil(teacher, student, batches, config)
+    finished = time.monotonic()
+    return student.eval(), {
+        "kept_heads": kept_heads,
+        "heads_per_layer": [len(h) for h in kept_heads],
+        "ffn_per_layer": [len(f) for f in kept_ffn],
+        "params_before": params_before,
+        "params_after": _count(student),
+        "importance": config.importance,
+        "allocation": config.allocation,
+        "distil_steps": len(losses),
+        "first_loss": float(np.mean(losses[:10])) if losses else None,
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "score_seconds": round(scored - started, 2),
+        "distil_seconds": round(finished - scored, 2),
+        "settings": config.model_dump(),
+    }
+
+
+def _select(scores: list[torch.Tensor], target: list[int], minimum: int, allocation: str) -> list[list[int]]:
+    """Sorted indices kept per layer: the top ``target[i]`` of each layer, or (global) the top ``sum(target)``
+    over all layers with at least ``minimum`` per layer."""
+    if allocation == "per_layer":
+        return [sorted(torch.topk(s, k).indices.tolist()) for s, k in zip(scores, target)]
+    keep = [set(torch.topk(s, min(minimum, len(s))).indices.tolist()) for s in scores]
+    budget = sum(target) - sum(map(len, keep))
+    ranked = sorted(
+        ((float(v), i, j) for i, s in enumerate(scores) for j, v in enumerate(s.tolist()) if j not in keep[i]),
+        reverse=True,
+    )
+    for _, i, j in ranked[: max(0, budget)]:
+        keep[i].add(j)
+    return [sorted(k) for k in keep]
+
+
+def make_structured(tokenizer: Any, train_texts: Sequence[str], defaults: dict[str, Any] | None = None) -> StructuredFn:
+    """The ``Source.structured`` callable: settings override ``defaults``; ``attempt`` walks the ladder."""
+    base_defaults = dict(defaults or {})
+    StructuredTransformerConfig.model_validate(base_defaults)  # fail at source build time on a bad key
+    texts = list(train_texts)
+
+    def structured(teacher: nn.Module, settings: dict[str, Any], attempt: int) -> tuple[nn.Module, dict[str, Any]]:
+        base = StructuredTransformerConfig.model_validate({**base_defaults, **(settings or {})})
+        first = _layers(teacher)[0]
+        config = ladder(base, attempt, first.attention.self.num_attention_heads, first.intermediate.dense.out_features)
+        student, info = apply(teacher, tokenizer, texts, config)
+        info["attempt"] = attempt
+        return student, info
+
+    return structured
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    try:
+        return list(model.bert.encoder.layer)  # type: ignore[union-attr, arg-type]
+    except AttributeError:
+        raise ValueError(f"expected a BERT embedder with .bert.encoder.layer, got {type(model).__name__}") from None
+
+
+def _per_layer(keep: int | list[int], n_layers: int, full: int, what: str) -> list[int]:
+    values = keep if isinstance(keep, list) else [keep] * n_layers
+    if len(values) != n_layers:
+        raise ValueError(f"keep {what} per layer lists {len(values)} values for {n_layers} layers: {values}")
+    bad = [v for v in values if not 1 <= v <= full]
+    if bad:
+        raise ValueError(f"keep {what} per layer must be in 1..{full}, got {bad}")
+    return values
+
+
+def _batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformerConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Seeded, length-bucketed batches: shuffle, sort chunks of 50 batches by length, shuffle the batches."""
+    rng = np.random.default_rng(config.seed)
+    ids = tokenizer(list(texts), max_length=config.max_seq_len, truncation=True)["input_ids"]
+    order = rng.permutation(len(ids))
+    chunk = config.batch_size * 50
+    groups: list[np.ndarray] = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort([len(ids[i]) for i in part], kind="stable")]
+        groups += [part[i : i + config.batch_size] for i in range(0, len(part), config.batch_size)]
+    groups = [g for g in groups if len(g) == config.batch_size] or groups
+    out = []
+    for g in (groups[i] for i in rng.permutation(len(groups))):
+        width = max(len(ids[i]) for i in g)
+        input_ids = torch.zeros((len(g), width), dtype=torch.long)
+        mask = torch.zeros((len(g), width), dtype=torch.long)
+        for row, i in enumerate(g):
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        out.append((input_ids, mask))
+    return out
+
+
+def _taylor_scores(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    layers = _layers(model)
+    head_gates = [torch.ones(la.attention.self.num_attention_heads, requires_grad=True) for la in layers]
+    ffn_gates = [torch.ones(la.intermediate.dense.out_features, requires_grad=True) for la in layers]
+    hooks = []
+    for la, hg, fg in zip(layers, head_gates, ffn_gates):
+        hooks.append(la.attention.self.register_forward_hook(_gate_heads(hg)))
+        hooks.append(la.intermediate.register_forward_hook(lambda _m, _i, out, g=fg: out * g))
+    head_sq = [torch.zeros_like(g) for g in head_gates]
+    ffn_sq = [torch.zeros_like(g) for g in ffn_gates]
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        for input_ids, mask in batches:
+            emb = model(input_ids, mask)
+            projection = torch.randn(emb.shape, generator=gen)
+            grads = torch.autograd.grad((emb * projection).sum(), [*head_gates, *ffn_gates])
+            for acc, g in zip([*head_sq, *ffn_sq], grads):
+                acc += g.detach() ** 2
+    finally:
+        for h in hooks:
+            h.remove()
+    return head_sq, ffn_sq
+
+
+def _gate_heads(gate: torch.Tensor) -> Callable[..., Any]:
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        context, *rest = output
+        shape = context.shape
+        gated = (context.view(*shape[:-1], gate.numel(), -1) * gate[:, None]).view(shape)
+        return (gated, *rest)
+
+    return hook
+
+
+def _magnitude_scores(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    heads, ffn = [], []
+    for la in _layers(model):
+        attn = la.attention.self
+        n, d = attn.num_attention_heads, attn.attention_head_size
+        w = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight], dim=1).detach()
+        out_cols = la.attention.output.dense.weight.detach().t()
+        heads.append(w.view(n, d, -1).pow(2).sum(dim=(1, 2)) + out_cols.reshape(n, d, -1).pow(2).sum(dim=(1, 2)))
+        ffn.append(la.intermediate.dense.weight.detach().norm(dim=1) * la.output.dense.weight.detach().norm(dim=0))
+    return heads, ffn
+
+
+def _prune_heads(layer: nn.Module, heads: list[int]) -> None:
+    attn = layer.attention.self
+    d = attn.attention_head_size
+    index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads])
+    for lin in (attn.query, attn.key, attn.value):
+        _cut_rows(lin, index)
+    _cut_cols(layer.attention.output.dense, index)
+    attn.num_attention_heads = len(heads)
+    attn.all_head_size = len(heads) * d
+
+
+def _prune_ffn(layer: nn.Module, index: torch.Tensor) -> None:
+    _cut_rows(layer.intermediate.dense, index)
+    _cut_cols(layer.output.dense, index)
+
+
+def _cut_rows(lin: nn.Linear, index: torch.Tensor) -> None:
+    lin.weight = nn.Parameter(lin.weight.detach()[index].clone())
+    if lin.bias is not None:
+        lin.bias = nn.Parameter(lin.bias.detach()[index].clone())
+    lin.out_features = len(index)
+
+
+def _cut_cols(lin: nn.Linear, index: torch.Tensor) -> None:
+    lin.weight = nn.Parameter(lin.weight.detach()[:, index].clone())
+    lin.in_features = len(index)
+
+
+def _distil(
+    teacher: nn.Module, student: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], config: StructuredTransformerConfig
+) -> list[float]:
+    """``distil_steps`` AdamW steps (linear warm-up, cosine decay); returns the per-step losses."""
+    steps = config.distil_steps
+    if steps == 0:
+        return []
+    frozen = [] if config.train_embeddings else [p for p in student.bert.embeddings.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, round(steps * config.warmup_fraction))
+
+    def schedule(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    losses: list[float] = []
+    student.eval()  # dropout off: the student should match the teacher's deterministic outputs
+    for step in range(steps):
+        input_ids, mask = batches[step % len(batches)]
+        with torch.no_grad():
+            t_hidden = teacher.hidden_states(input_ids, mask, all_layers=True)
+            t_emb = teacher.pool(t_hidden[-1], mask)
+        s_hidden = student.hidden_states(input_ids, mask, all_layers=True)
+        s_emb = student.pool(s_hidden[-1], mask)
+        loss = config.embedding_loss_weight * (1.0 - F.cosine_similarity(s_emb, t_emb, dim=1)).mean()
+        if config.hidden_loss_weight > 0:
+            weights = mask.unsqueeze(-1).to(t_emb.dtype) / (mask.sum() * t_emb.shape[-1] * (len(s_hidden) - 1))
+            hidden = sum(((s - t).pow(2) * weights).sum() for s, t in zip(s_hidden[1:], t_hidden[1:]))
+            loss = loss + config.hidden_loss_weight * hidden
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    for p in frozen:
+        p.requires_grad_(True)
+    return losses
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

