@@ -36,6 +36,7 @@ log = logging.getLogger("gateway")
 
 def build_service(settings: Settings, metrics: Metrics) -> Service:
     """The core service over the repository, reporting to ``metrics``; not started."""
+    from gateway.policies import build_policy
     from gateway.repository import create_service
 
     options: dict[str, Any] = {}
@@ -45,6 +46,7 @@ def build_service(settings: Settings, metrics: Metrics) -> Service:
             "inter_op_threads": settings.ort_inter_op_threads,
             "executor_workers": settings.executor_workers or None,
         }
+    policy, drift = build_policy(settings, metrics.policy)
     return create_service(
         settings.repository,
         control_mode=settings.model_control_mode,
@@ -54,6 +56,8 @@ def build_service(settings: Settings, metrics: Metrics) -> Service:
         backend_options=options,
         observer=metrics,
         strict_readiness=settings.strict_readiness,
+        policy=policy,
+        drift=drift,
     )
 
 

@@ -10,6 +10,10 @@ Two families:
   ``version``) so Triton dashboards keep working. Triton names its counters without ``_total``;
   prometheus-client always adds that suffix to counters, so this family is written out by ``render``.
 
+Variant selection, SLOs and live accuracy drift (``varigate_policy_*``, ``varigate_slo_requests_total``,
+``varigate_shadow_*``, ``varigate_live_*`` ...) are ``Metrics.policy`` (``gateway/metrics_policy.py``), on the
+same registry.
+
 ``render()`` gives the exposition bytes; ``asgi_app()`` serves them on ``/metrics`` (for a separate port).
 """
 
@@ -24,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from gateway.core.observer import BatchEvent, Outcome, RequestEvent
+from gateway.metrics_policy import PolicyMetrics
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -109,6 +114,7 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.policy = PolicyMetrics(r)  # variant selection, SLOs, drift: the policies' PolicyObserver
         self._lock = threading.Lock()
         self._triton: dict[str, dict[Labels, float]] = defaultdict(dict)
 
@@ -118,6 +124,7 @@ class Metrics:
         mv = (event.logical_model, event.model)
         outcome = event.outcome.value if event.outcome is Outcome.SUCCESS else event.reason
         self.requests.labels(*mv, event.protocol, outcome).inc()
+        self.policy.request_done(event)
         tri = (("model", event.model), ("version", event.version))
         if event.outcome is Outcome.SUCCESS:
             self.request_duration.labels(*mv, event.protocol).observe(event.request_s)

@@ -33,10 +33,12 @@ from gateway.core.config import (
     VersionPolicyKind,
     datatype_from_triton,
 )
+from gateway.core.drift import DriftMonitor
 from gateway.core.observer import Observer
 from gateway.core.policy import Policy
 from gateway.core.runtime import ControlMode
 from gateway.core.service import DEFAULT_EXTENSIONS, Service
+from gateway.core.slo import config_default_slo_ms
 
 CONFIG_FILENAME = "config.pbtxt"
 
@@ -99,7 +101,7 @@ def read_model(model_dir: Path) -> ModelSpec:
 
 def config_from_proto(proto: mc.ModelConfig, source: str = "<config>") -> ModelConfig:
     try:
-        return ModelConfig(
+        config = ModelConfig(
             name=proto.name,
             platform=proto.platform,
             backend=proto.backend,
@@ -114,6 +116,8 @@ def config_from_proto(proto: mc.ModelConfig, source: str = "<config>") -> ModelC
             default_model_filename=proto.default_model_filename,
             parameters={k: v.string_value for k, v in proto.parameters.items()},
         )
+        config_default_slo_ms(config)  # a bad default SLO refuses the model, not its requests
+        return config
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -240,6 +244,7 @@ def create_service(
     strict_readiness: bool = True,
     server_version: str = "0.1.0",
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    drift: DriftMonitor | None = None,
 ) -> Service:
     """A ``Service`` over the repository at ``repository``; call ``await service.start()`` to load models."""
     return Service(
@@ -253,4 +258,5 @@ def create_service(
         strict_readiness=strict_readiness,
         server_version=server_version,
         extensions=extensions,
+        drift=drift,
     )

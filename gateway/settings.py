@@ -14,11 +14,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.backends.base import DEFAULT_BACKEND
+from gateway.policies import parse_policy
 from gateway.protocol.restricted import parse_restriction
 
 ENV_PREFIX = "VARIGATE_"
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 ControlModeName = Literal["none", "poll", "explicit"]
+InfeasibleName = Literal["serve", "reject", "shed"]
 
 
 def _split(value: Any) -> Any:
@@ -88,7 +90,74 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM/SIGINT, how long to wait for accepted requests to finish before exiting.",
     )
+    policy: str = Field(
+        "slo",
+        description="How a variant is chosen for requests that name a logical model: 'slo' (by latency "
+        "SLO and load, inside the accuracy budget, leaving out dominated and drifting variants), "
+        "'most-accurate', 'static:<variant>' (always that one, e.g. 'static:int8'), or 'infaas' "
+        "(INFaaS-style baseline).",
+    )
+    slo_margin_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Fraction of a request's SLO the 'slo' policy keeps free as safety margin.",
+    )
+    slo_margin_ms: float = Field(
+        1.0, ge=0, description="Safety margin in milliseconds, added to the fraction."
+    )
+    slo_infeasible: InfeasibleName = Field(
+        "serve",
+        description="A request no variant can serve in time: 'serve' it late (earliest predicted answer), "
+        "'reject' it (429 / RESOURCE_EXHAUSTED) when not even an idle variant could meet its SLO, or 'shed' "
+        "it whenever the queues make every variant late.",
+    )
+    accuracy_budget: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Long-run mean relative accuracy loss allowed per logical model; variants whose loss "
+        "exceeds it serve only when nothing within it meets the SLO and the running mean stays within it.",
+    )
+    accuracy_budget_window: int = Field(
+        2000, ge=1, description="Requests the running mean accuracy loss is weighted over."
+    )
+    policy_step_up_after_secs: float = Field(
+        3.0, ge=0, description="Seconds of sustained headroom before the 'slo' policy steps up a variant."
+    )
+    policy_min_dwell_secs: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds the 'slo' policy stays on a variant after a switch before stepping up.",
+    )
+    policy_headroom: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Step up only while the arrival rate stays below (1 - headroom) of what the more "
+        "accurate variant sustains within the SLO.",
+    )
+    shadow_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Fraction of requests also run on a second variant (compressed vs the fp32 reference), "
+        "only with spare capacity, to measure live accuracy drift; 0 turns shadowing off.",
+    )
+    drift_window: int = Field(200, ge=1, description="Rows of live agreement kept per variant.")
+    drift_min_samples: int = Field(
+        30, ge=1, description="Rows of live agreement before a variant can be demoted or recover."
+    )
+    infaas_blacklist_secs: float = Field(
+        2.0, ge=0, description="How long the 'infaas' policy avoids a variant it found overloaded."
+    )
     log_level: LogLevel = Field("info", description="Log level of the gateway and its servers.")
+
+    @field_validator("policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        parse_policy(value)
+        return value
 
     @field_validator("load_model", "http_restricted_api", "grpc_restricted_protocol", mode="before")
     @classmethod

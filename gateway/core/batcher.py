@@ -3,7 +3,9 @@
 Semantics follow Triton's ``dynamic_batching`` (see ``ModelConfig``): batches are counted in rows up to
 ``max_batch_size``; a batch fires when it reaches the largest preferred size (or ``max_batch_size``), when
 the next request would not fit, or when the oldest queued request has waited ``max_queue_delay``; on a
-delayed fire the largest preferred size that can be cut is sent. Requests are taken in the order of the
+delayed fire the largest preferred size that can be cut is sent. Deadline-aware: a batch does not wait out
+``max_queue_delay`` when waiting (plus the recent batch compute time) would make a request in it miss its
+SLO deadline. Requests are taken in the order of the
 ``RequestQueue`` (priority levels and queue policies; see ``gateway.core.queue``). A model without
 ``dynamic_batching`` runs each request alone. At most ``max_batches_in_flight`` batches run at once
 (the model's instance count), so requests gather while a batch runs.
@@ -62,6 +64,8 @@ class Batcher:
         self._inflight = 0
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._running: dict[int, tuple[int, int]] = {}  # id(batch) -> (rows, started_ns)
+        self._compute_ns = 0  # recent batch compute time (moving average), for deadline-aware firing
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -77,6 +81,14 @@ class Batcher:
     def accepting(self) -> bool:
         return self._accepting
 
+    def backlog(self) -> tuple[tuple[int, int], ...]:
+        """``(rows, deadline_ns)`` of the queued requests in batch order (``QueueView``)."""
+        return tuple((it.rows, it.deadline_ns) for it in self._queue)
+
+    def running(self) -> tuple[tuple[int, int], ...]:
+        """``(rows, started_ns)`` of the batches executing now (``QueueView``)."""
+        return tuple(self._running.values())
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
@@ -88,11 +100,17 @@ class Batcher:
         return self._queue.level_of(priority)
 
     def submit(
-        self, feeds: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        priority: int = 0,
+        timeout_us: int = 0,
+        deadline_ns: int = 0,
     ) -> asyncio.Future[BatchResult]:
         """Enqueue a validated request and return the future of its result. ``priority`` and ``timeout_us``
         are the request's ``priority`` and ``timeout`` parameters (0 = not given); the timeout overrides the
-        level's default only where its queue policy has ``allow_timeout_override``."""
+        level's default only where its queue policy has ``allow_timeout_override``. ``deadline_ns``
+        (``time.monotonic_ns()``, 0 = none) is when its SLO runs out: its batch fires early for it."""
         if not self._accepting:
             raise Unavailable(f"model {self.model!r} version {self.version} is shutting down")
         rows = next(iter(feeds.values())).shape[0] if self.config.max_batch_size > 0 and feeds else 1
@@ -100,7 +118,7 @@ class Batcher:
             raise InvalidInput(
                 f"inference request batch-size must be <= {self._max_rows} for {self.model!r}, got {rows}"
             )
-        item = self._queue.push(feeds, rows, signature(self.config, feeds), priority, timeout_us)
+        item = self._queue.push(feeds, rows, signature(self.config, feeds), priority, timeout_us, deadline_ns)
         self._inflight += 1
         self._idle.clear()
         item.future.add_done_callback(lambda _f: self._finished(item))
@@ -176,6 +194,10 @@ class Batcher:
         if not self._batching:
             return items, 0
         due = self._queue.oldest_ns() + self._delay_ns
+        for it in items:  # never wait so long that a request misses its SLO deadline: keep twice the
+            if it.deadline_ns:  # recent batch compute time and a tenth of its SLO in hand
+                slack = 2 * self._compute_ns + (it.deadline_ns - it.enqueued_ns) // 10
+                due = min(due, it.deadline_ns - slack)
         if not (blocked or total >= self._fire_rows or now_ns >= due or not self._accepting):
             return [], due
         n = len(cuts)
@@ -223,6 +245,7 @@ class Batcher:
         try:
             t0 = time.monotonic_ns()
             rows = sum(it.rows for it in batch)
+            self._running[id(batch)] = (rows, t0)
             try:
                 feeds, layout = merge(self.config, [it.feeds for it in batch])
                 t1 = time.monotonic_ns()
@@ -247,11 +270,13 @@ class Batcher:
                 self._fail(batch, "was closed while the request was running")
                 raise
             self._batch_done(rows, len(batch), (t2 - t1) / 1e9, True)
+            self._compute_ns = (t3 - t0) if not self._compute_ns else (3 * self._compute_ns + t3 - t0) // 4
             for it, piece in zip(batch, pieces):
                 if not it.future.done():
                     it.future.set_result(
                         BatchResult(piece, rows, t0 - it.enqueued_ns, t1 - t0, t2 - t1, t3 - t2)
                     )
         finally:
+            self._running.pop(id(batch), None)
             self._slots.release()
             self._wakeup.set()

@@ -27,6 +27,9 @@ class RequestEvent:
     request_s: float  # end to end inside the service
     queue_s: float  # 0 when the request never left the queue
     compute_s: float  # of the batch the request ran in; 0 when it never ran
+    slo_s: float = 0.0  # the request's latency SLO; 0 = none
+    slo_met: bool | None = None  # None without an SLO; a failed request missed it
+    seq: int = 0  # the service's number for the request (``PolicyContext.seq``); 0 = unnumbered
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,15 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.core.cards import VariantCard
 from gateway.core.config import ModelConfig
 from gateway.core.errors import ModelNotReady
-from gateway.core.observer import RequestEvent
+from gateway.core.observer import BatchEvent, Observer, RequestEvent
+from gateway.core.slo import NO_TERMS, SloTerms
 from gateway.core.types import InferRequest
 
 REFERENCE_VARIANT = "fp32"
+
+
+class QueueView(Protocol):
+    """What a policy may read of a variant's batcher (``gateway.core.batcher.Batcher`` is one)."""
+
+    def backlog(self) -> tuple[tuple[int, int], ...]:
+        """``(rows, deadline_ns)`` of every queued request, in the order batches take them (0 = none)."""
+        ...
+
+    def running(self) -> tuple[tuple[int, int], ...]:
+        """``(rows, started_ns)`` of every batch executing now (``time.monotonic_ns()``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,7 @@ class Candidate:
     card: VariantCard | None
     queued: int  # requests waiting for a batch
     inflight: int  # accepted, not finished (queued included)
+    queue: QueueView | None = None  # the variant's batcher, read-only
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +54,8 @@ class PolicyContext:
     request: InferRequest
     rows: int  # batch elements the request carries
     now_s: float  # time.monotonic() when the request arrived
+    terms: SloTerms = NO_TERMS  # SLO, accuracy floor, client deadline
+    seq: int = 0  # the service's number for the request; its ``RequestEvent`` carries the same
 
 
 class Policy(Protocol):
@@ -52,6 +68,34 @@ class Policy(Protocol):
     def observe(self, event: RequestEvent) -> None:
         """Called once per finished request that a policy routed or that was pinned."""
         ...
+
+
+@runtime_checkable
+class BatchAware(Protocol):
+    """A policy that also learns from every executed batch (the service feeds it when it has this)."""
+
+    def observe_batch(self, event: BatchEvent) -> None: ...
+
+
+class PolicyFeed:
+    """The observer the batchers report to when the policy is ``BatchAware``: forwards everything to
+    ``inner`` and every executed batch to the policy as well."""
+
+    def __init__(self, inner: Observer, policy: BatchAware) -> None:
+        self._inner, self._policy = inner, policy
+
+    def request_done(self, event: RequestEvent) -> None:
+        self._inner.request_done(event)
+
+    def batch_done(self, event: BatchEvent) -> None:
+        self._inner.batch_done(event)
+        self._policy.observe_batch(event)
+
+    def queue_changed(self, logical_model: str, model: str, version: str, queued: int, inflight: int) -> None:
+        self._inner.queue_changed(logical_model, model, version, queued, inflight)
+
+    def model_state(self, model: str, version: str, ready: bool) -> None:
+        self._inner.model_state(model, version, ready)
 
 
 def accuracy_score(candidate: Candidate) -> float:

@@ -43,6 +43,7 @@ class QueuedRequest:
     signature: Signature
     enqueued_ns: int
     future: asyncio.Future[BatchResult]
+    deadline_ns: int = 0  # when the request's SLO runs out (time.monotonic_ns()); 0 = no SLO
     queued: bool = True
     delayed: bool = False
     timer: asyncio.TimerHandle | None = None
@@ -81,7 +82,13 @@ class RequestQueue:
         return priority if 0 < priority <= self._levels_n else self._default_level
 
     def push(
-        self, feeds: Mapping[str, np.ndarray], rows: int, signature: Signature, priority: int, timeout_us: int
+        self,
+        feeds: Mapping[str, np.ndarray],
+        rows: int,
+        signature: Signature,
+        priority: int,
+        timeout_us: int,
+        deadline_ns: int = 0,
     ) -> QueuedRequest:
         """Enqueue, or raise ``Overloaded`` when the request's level is full."""
         number = self.level_of(priority)
@@ -93,7 +100,8 @@ class RequestQueue:
                 f"{number}, max_queue_size {policy.max_queue_size}"
             )
         loop = asyncio.get_running_loop()
-        item = QueuedRequest(feeds, rows, number, signature, time.monotonic_ns(), loop.create_future())
+        now_ns = time.monotonic_ns()
+        item = QueuedRequest(feeds, rows, number, signature, now_ns, loop.create_future(), deadline_ns)
         timeout = timeout_us if timeout_us and policy.allow_timeout_override else policy.default_timeout_us
         if timeout > 0:
             item.timer = loop.call_later(timeout / 1e6, self._expire, item, timeout)

@@ -4,12 +4,15 @@
 against the chosen variant's config, enqueues it on that version's batcher (synchronously: a request that
 was routed is always accepted or refused, never lost to a reload), and answers with the outputs and
 ``parameters["varigate_variant"]``. Models come from a ``ModelSource`` and run on a ``ModelLoader``'s
-runners, per the Triton control mode.
+runners, per the Triton control mode. A request's SLO terms (``gateway.core.slo``) go to the policy, its
+deadline to the batcher, and the answer says ``varigate_slo_met``; with a ``DriftMonitor``, a fraction of
+answered requests is shadowed on spare capacity (``gateway.core.shadow``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -17,6 +20,7 @@ from typing import Any
 
 from gateway.core import metadata
 from gateway.core.api import ModelMetadata, ModelStatistics, RepositoryEntry, ServerMetadata
+from gateway.core.drift import DriftMonitor
 from gateway.core.errors import (
     BackendError,
     GatewayError,
@@ -27,10 +31,12 @@ from gateway.core.errors import (
 )
 from gateway.core.lifecycle import ModelManager
 from gateway.core.observer import NullObserver, Observer, Outcome, RequestEvent
-from gateway.core.policy import Candidate, MostAccuratePolicy, Policy, PolicyContext
+from gateway.core.policy import BatchAware, Candidate, MostAccuratePolicy, Policy, PolicyContext, PolicyFeed
 from gateway.core.queue import BatchResult
 from gateway.core.registry import UNLOADED, ModelRecord, Registry, VersionState
 from gateway.core.runtime import ControlMode, ModelLoader, ModelSource
+from gateway.core.shadow import Shadower
+from gateway.core.slo import NO_TERMS, SLO_MET_PARAMETER, SloTerms, default_slo_ms, request_terms
 from gateway.core.stats import Statistics, StatsObserver
 from gateway.core.types import Datatype, InferRequest, InferResponse, Tensor
 from gateway.core.validation import validate
@@ -65,6 +71,7 @@ class Service:
         server_version: str = "0.1.0",
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         strict_readiness: bool = True,
+        drift: DriftMonitor | None = None,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
@@ -78,7 +85,12 @@ class Service:
         self._strict = strict_readiness
         self._registry = Registry()
         self._stats = Statistics()
-        self._manager = ModelManager(self._registry, loader, StatsObserver(self._stats, self._observer))
+        feed: Observer = StatsObserver(self._stats, self._observer)
+        if isinstance(self.policy, BatchAware):  # it learns from every executed batch too
+            feed = PolicyFeed(feed, self.policy)
+        self._manager = ModelManager(self._registry, loader, feed)
+        self._shadow = Shadower(drift, self._registry) if drift is not None else None
+        self._seq = itertools.count(1)
         self._started = False
         self._accepting = True
         self._closed = False
@@ -134,6 +146,8 @@ class Service:
         except TimeoutError:
             logger.warning("requests still unfinished after draining for %s s are failed", timeout_s)
         finally:
+            if self._shadow is not None:
+                await self._shadow.close()
             await self._manager.close(timeout_s=0 if timeout_s is not None else None)
             self._loader.close()
             self._closed = True
@@ -146,29 +160,45 @@ class Service:
             raise Unavailable(f"server is shutting down; request for model {request.model_name!r} refused")
         route = self._registry.resolve(request.model_name, request.model_version)
         record, version = route.targets[0]
+        terms, seq = NO_TERMS, next(self._seq)
         try:
+            default_ms = default_slo_ms(r.spec.config for r, _ in route.targets if r.spec is not None)
+            terms = request_terms(request.parameters, request.model_name, default_ms, request.deadline_s)
             if not route.pinned:
-                record, version = self._choose(route.logical_model, route.targets, request, started)
+                record, version = self._choose(
+                    route.logical_model, route.targets, request, started, terms, seq
+                )
             assert record.spec is not None and version.batcher is not None
             valid = validate(request, record.spec.config)
-            future = version.batcher.submit(valid.feeds, priority=valid.priority, timeout_us=valid.timeout_us)
+            deadline_ns = started + round(terms.slo_s * 1e9) if terms.slo_s is not None else 0
+            future = version.batcher.submit(
+                valid.feeds, priority=valid.priority, timeout_us=valid.timeout_us, deadline_ns=deadline_ns
+            )
             result = await future
             outputs = [_tensor(name, result) for name in valid.outputs]
         except GatewayError as e:
-            self._finish(route.logical_model, (record, version), request, started, None, e)
+            self._finish(route.logical_model, (record, version), request, started, None, e, terms, seq)
             raise
         except asyncio.CancelledError:
+            cancelled = Unavailable("cancelled")
             self._finish(
-                route.logical_model, (record, version), request, started, None, Unavailable("cancelled")
+                route.logical_model, (record, version), request, started, None, cancelled, terms, seq
             )
             raise
-        self._finish(route.logical_model, (record, version), request, started, result, None)
+        event = self._finish(
+            route.logical_model, (record, version), request, started, result, None, terms, seq
+        )
+        parameters: dict[str, Any] = {VARIANT_PARAMETER: record.name}
+        if event.slo_met is not None:
+            parameters[SLO_MET_PARAMETER] = event.slo_met
+        if self._shadow is not None:
+            self._shadow.after(route.logical_model, (record, version), valid.feeds, result, request.id)
         return InferResponse(
             model_name=record.name,
             model_version=str(version.version),
             outputs=outputs,
             id=request.id,
-            parameters={VARIANT_PARAMETER: record.name},
+            parameters=parameters,
         )
 
     def _choose(
@@ -177,9 +207,12 @@ class Service:
         targets: Sequence[tuple[ModelRecord, VersionState]],
         request: InferRequest,
         now_ns: int,
+        terms: SloTerms,
+        seq: int,
     ) -> tuple[ModelRecord, VersionState]:
         candidates = [_candidate(r, v) for r, v in targets]
-        chosen = self.policy.choose(logical, candidates, PolicyContext(request, _rows(request), now_ns / 1e9))
+        context = PolicyContext(request, _rows(request), now_ns / 1e9, terms, seq)
+        chosen = self.policy.choose(logical, candidates, context)
         for target, candidate in zip(targets, candidates):
             if candidate == chosen:
                 return target
@@ -195,7 +228,11 @@ class Service:
         started_ns: int,
         result: BatchResult | None,
         error: GatewayError | None,
-    ) -> None:
+        terms: SloTerms = NO_TERMS,
+        seq: int = 0,
+    ) -> RequestEvent:
+        request_s = (time.monotonic_ns() - started_ns) / 1e9
+        slo_met = None if terms.slo_s is None else (error is None and request_s <= terms.slo_s)
         compute_ns = (
             result.compute_input_ns + result.compute_infer_ns + result.compute_output_ns if result else 0
         )
@@ -207,13 +244,17 @@ class Service:
             outcome=Outcome.SUCCESS if error is None else Outcome.FAILURE,
             reason="" if error is None else error.reason,
             rows=_rows(request),
-            request_s=(time.monotonic_ns() - started_ns) / 1e9,
+            request_s=request_s,
             queue_s=result.queue_ns / 1e9 if result else 0.0,
             compute_s=compute_ns / 1e9,
+            slo_s=terms.slo_s or 0.0,
+            slo_met=slo_met,
+            seq=seq,
         )
         self._stats.request_done(event, result)
         self._observer.request_done(event)
         self.policy.observe(event)
+        return event
 
     # -- health and metadata ----------------------------------------------------------------------------
 
@@ -270,6 +311,12 @@ class Service:
         for r in targets:
             await self._manager.unload(r.name)
 
+    def record_labels(self, model: str, labels: list[tuple[str, object]]) -> tuple[int, list[str]]:
+        """Ground truth for earlier requests with an ``id`` that a classifier variant of ``model`` served."""
+        if self._shadow is None:
+            raise Unsupported(f"ground-truth labels for model {model!r} need the drift monitor, which is off")
+        return self._shadow.monitor.label(self._registry.resolve(model).logical_model, labels)
+
     def _require_explicit(self, action: str) -> None:
         if self.control_mode is not ControlMode.EXPLICIT:
             raise Unsupported(
@@ -302,6 +349,7 @@ def _candidate(record: ModelRecord, version: VersionState) -> Candidate:
         spec.card,
         batcher.queued,
         batcher.inflight,
+        batcher,
     )
 
 

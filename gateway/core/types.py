@@ -97,6 +97,7 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None  # None = every output
     parameters: dict[str, Any] = field(default_factory=dict)  # incl. priority, timeout, slo_ms
     protocol: str = "http"  # "http" or "grpc", for metrics
+    deadline_s: float | None = None  # time.monotonic() when the client stops waiting (a gRPC deadline)
 
 
 @dataclass(frozen=True, slots=True)

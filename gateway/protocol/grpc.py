@@ -10,7 +10,9 @@ server does not implement (shared memory, trace, logging) keep the stub's UNIMPL
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -179,7 +181,11 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        response = await self._service.infer(codec.decode_infer_request(request))
+        decoded = codec.decode_infer_request(request)
+        remaining = context.time_remaining()  # the client's deadline, if it set one
+        if remaining is not None:
+            decoded = dataclasses.replace(decoded, deadline_s=time.monotonic() + remaining)
+        response = await self._service.infer(decoded)
         return codec.encode_infer_response(response)
 
     async def _stream_one(self, request: Any) -> Any:

@@ -8,6 +8,7 @@ Triton's ``{"error": "..."}`` with the status from ``gateway.protocol.status``; 
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from starlette.responses import Response
 from gateway.core.api import InferenceService
 from gateway.core.errors import ErrorKind, GatewayError, InvalidInput, PayloadTooLarge, Unsupported
 from gateway.core.service import VARIANT_PARAMETER
+from gateway.core.slo import SLO_MET_PARAMETER, SLO_PARAMETER, parse_slo_ms
+from gateway.core.types import InferRequest
 from gateway.protocol import http_json
 from gateway.protocol.http_codec import (
     HEADER_LENGTH,
@@ -35,6 +38,8 @@ from gateway.protocol.restricted import Restrictions
 from gateway.protocol.status import http_status
 
 VARIANT_HEADER = "varigate-variant"
+SLO_HEADER = "varigate-slo-ms"  # request: shortcut for the slo_ms parameter
+SLO_MET_HEADER = "varigate-slo-met"  # response: "true" / "false" when an SLO applied
 _DRAIN_CAP_FACTOR = 4  # read (and discard) at most this many times the limit before answering 413
 
 
@@ -48,6 +53,25 @@ class _IndexBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     repository_name: str = ""
     ready: bool = False
+
+
+class _Label(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    label: int | list[int]
+
+
+class _LabelsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    labels: list[_Label]
+
+
+def _with_slo_header(request: InferRequest, header: str | None) -> InferRequest:
+    """The ``varigate-slo-ms`` header is a shortcut for the ``slo_ms`` parameter (which wins)."""
+    if header is None or SLO_PARAMETER in request.parameters:
+        return request
+    slo_ms = parse_slo_ms(header, f"header {SLO_HEADER!r}")
+    return dataclasses.replace(request, parameters={**request.parameters, SLO_PARAMETER: slo_ms})
 
 
 class _LoadBody(BaseModel):
@@ -184,10 +208,13 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
         body = await read_body(request, opts.max_body_bytes)
         header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
         decoded = decode_infer_request(body, header_length, name, version)
-        response = await service.infer(decoded.request)
+        infer_request = _with_slo_header(decoded.request, request.headers.get(SLO_HEADER))
+        response = await service.infer(infer_request)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
         variant = response.parameters.get(VARIANT_PARAMETER) or response.model_name
         headers = {VARIANT_HEADER: str(variant)}
+        if SLO_MET_PARAMETER in response.parameters:
+            headers[SLO_MET_HEADER] = "true" if response.parameters[SLO_MET_PARAMETER] else "false"
         if json_length is None:
             return Response(payload, headers=headers, media_type="application/json")
         headers[HEADER_LENGTH] = str(json_length)
@@ -200,6 +227,13 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             raise InvalidInput(f"{what}: {problems}") from None
+
+    @route("/v2/models/{model}/labels", ["POST"], "inference")
+    async def labels(request: Request) -> Response:
+        body = await optional_json(request, _LabelsBody, "the labels request")
+        items = [(item.id, item.label) for item in body.labels]
+        accepted, unknown = service.record_labels(request.path_params["model"], items)
+        return json_response({"accepted": accepted, "unknown": unknown})
 
     @route("/v2/repository/index", ["POST"], "model-repository")
     async def repository_index(request: Request) -> Response:

@@ -1,0 +1,139 @@
+"""How long a batch of ``rows`` takes on a variant, learnt online from what the batchers measure.
+
+The variant card's profile gives the shape (p99 per batch size, interpolated); measured batches give a
+correction factor ``measured / profiled``, kept per batch-size class (1, 2, 3-4, 5-8, ...) in a sliding
+window (by count and by age, so it follows the machine's load). The prediction is the profile times the
+window's p99 factor (its median for the typical time). While a class has few samples the variant's whole
+window stands in; while the variant has few samples, the factor is the largest of those samples, of the
+last settled p99 factor (for one window age after it settled) and of 1 (the profile itself): conservative
+until there is evidence, and never stuck on old evidence (a variant without traffic returns to its
+profile). A variant without a profile uses 1 ms per row as its shape, so its factor is simply learnt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from gateway.core.cards import VariantCard
+
+FALLBACK_S_PER_ROW = 0.001
+
+
+class Window:
+    """The values of the last ``size`` samples no older than ``max_age_s``; quantiles cached until the
+    window changes."""
+
+    def __init__(self, size: int, max_age_s: float) -> None:
+        if size < 1 or max_age_s <= 0:
+            raise ValueError(f"window size must be >= 1 and max_age_s > 0, got {size}, {max_age_s}")
+        self._samples: deque[tuple[float, float]] = deque(maxlen=size)
+        self._max_age_s = max_age_s
+        self._sorted: list[float] | None = None
+
+    def add(self, now_s: float, value: float) -> None:
+        self._samples.append((now_s, value))
+        self._sorted = None
+
+    def prune(self, now_s: float) -> None:
+        while self._samples and now_s - self._samples[0][0] > self._max_age_s:
+            self._samples.popleft()
+            self._sorted = None
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (nearest rank) of the values; ``nan`` when empty."""
+        if self._sorted is None:
+            self._sorted = sorted(v for _, v in self._samples)
+        if not self._sorted:
+            return math.nan
+        return self._sorted[min(len(self._sorted) - 1, max(0, math.ceil(q * len(self._sorted)) - 1))]
+
+
+def size_class(rows: int) -> int:
+    """1 -> 0, 2 -> 1, 3-4 -> 2, 5-8 -> 3, ..."""
+    return max(0, math.ceil(math.log2(max(1, rows))))
+
+
+@dataclass(slots=True)
+class _Variant:
+    overall: Window
+    classes: dict[int, Window] = field(default_factory=dict)
+    settled: float = 1.0  # the last factor computed from enough samples
+    settled_s: float = -math.inf  # when
+
+
+class LatencyModel:
+    def __init__(
+        self,
+        *,
+        window: int = 256,
+        min_samples: int = 16,
+        max_age_s: float = 15.0,
+        quantile: float = 0.99,
+    ) -> None:
+        if min_samples < 1 or not 0 < quantile <= 1:
+            raise ValueError(f"min_samples must be >= 1 and 0 < quantile <= 1, got {min_samples}, {quantile}")
+        self._size, self._min, self._age, self._q = window, min_samples, max_age_s, quantile
+        self._variants: dict[str, _Variant] = {}
+        self._cards: dict[str, VariantCard | None] = {}
+
+    def know(self, model: str, card: VariantCard | None) -> None:
+        """Use ``card``'s profile as the shape of ``model``'s latency (before ``record`` or ``predict_s``)."""
+        self._cards[model] = card
+
+    def profiled_s(self, model: str, rows: int) -> float:
+        card = self._cards.get(model)
+        if card is not None and card.profile:
+            return card.latency_ms(max(1, rows), "p99_ms") / 1000.0
+        return FALLBACK_S_PER_ROW * max(1, rows)
+
+    def factor(self, model: str, rows: int, now_s: float, quantile: float | None = None) -> float:
+        """measured / profiled at ``quantile`` (default: the model's, p99); ``0.5`` gives the typical one."""
+        q = self._q if quantile is None else quantile
+        v = self._variants.get(model)
+        if v is None:
+            return 1.0
+        v.overall.prune(now_s)
+        enough = len(v.overall) >= self._min
+        if enough:
+            v.settled, v.settled_s = v.overall.quantile(self._q), now_s
+        cls = v.classes.get(size_class(rows))
+        if cls is not None:
+            cls.prune(now_s)
+            if len(cls) >= self._min:
+                return cls.quantile(q)
+        if enough:
+            return v.overall.quantile(q)
+        worst = v.overall.quantile(1.0) if len(v.overall) else 1.0
+        recent = v.settled if now_s - v.settled_s <= self._age else 1.0
+        return max(1.0, recent, worst)
+
+    def predict_s(self, model: str, rows: int, now_s: float, quantile: float | None = None) -> float:
+        return self.profiled_s(model, rows) * self.factor(model, rows, now_s, quantile)
+
+    def record(self, model: str, rows: int, measured_s: float, now_s: float) -> None:
+        ratio = measured_s / self.profiled_s(model, rows)
+        v = self._variants.get(model)
+        if v is None:
+            v = self._variants[model] = _Variant(Window(self._size, self._age))
+        v.overall.add(now_s, ratio)
+        cls = v.classes.get(size_class(rows))
+        if cls is None:
+            cls = v.classes[size_class(rows)] = Window(self._size, self._age)
+        cls.add(now_s, ratio)
+
+    def samples(self, model: str, now_s: float) -> int:
+        v = self._variants.get(model)
+        if v is None:
+            return 0
+        v.overall.prune(now_s)
+        return len(v.overall)
+
+    def forget(self, model: str) -> None:
+        """Drop what was learnt about ``model`` (it was reloaded: new files, new speed)."""
+        self._variants.pop(model, None)
+        self._cards.pop(model, None)
