@@ -20,12 +20,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 STAMP=".venv/.varigate-installed"
-WANT="$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS}"
+WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${EXTRAS}"
 if [ ! -f "$STAMP" ] || ! grep -qx -- "$WANT" "$STAMP"; then
     # torch first and pinned: the CPU build of 2.13.0; anything unpinned pulls GBs of CUDA wheels.
     if [[ ",$EXTRAS," == *",compress,"* ]]; then
-        .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
+        .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt "torch==2.13.0"
     fi
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[${EXTRAS}]"
+    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[${EXTRAS}]"
     echo "$WANT" > "$STAMP"
 fi
