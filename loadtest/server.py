@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -31,11 +32,11 @@ class GatewayProcess:
         self,
         repository: Path,
         log_path: Path,
-        args: tuple[str, ...] = (),
+        args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         start_timeout_s: float = 120.0,
     ) -> None:
-        self.repository, self.log_path, self.args = repository, log_path, args
+        self.repository, self.log_path, self.args = repository, log_path, tuple(args)
         self.env = env or {}
         self.start_timeout_s = start_timeout_s
         self.http_port = self.grpc_port = self.metrics_port = 0
@@ -61,27 +62,25 @@ class GatewayProcess:
     def url(self, protocol: str) -> str:
         return self.grpc if protocol.startswith("grpc") else self.http
 
-    def start(self) -> GatewayProcess:
+    def start(self, via_env: bool = False) -> GatewayProcess:
+        """Start and wait until ready; ``via_env`` passes repository and ports as ``VARIGATE_*`` variables."""
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        options = {
+            "repository": str(self.repository),
+            "http_port": str(self.http_port),
+            "grpc_port": str(self.grpc_port),
+            "metrics_port": str(self.metrics_port),
+            "log_level": "warning",
+        }
         env = {k: v for k, v in os.environ.items() if not k.startswith("VARIGATE_")}
         env.update({"PYTHONPATH": str(ROOT), **self.env})
-        command = [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--repository",
-            str(self.repository),
-            "--http-port",
-            str(self.http_port),
-            "--grpc-port",
-            str(self.grpc_port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--log-level",
-            "warning",
-            *self.args,
-        ]
+        flags: list[str] = []
+        for name, value in options.items():
+            if via_env:
+                env[f"VARIGATE_{name.upper()}"] = value
+            else:
+                flags += ["--" + name.replace("_", "-"), value]
+        command = [sys.executable, "-m", "gateway.cli", "serve", *flags, *self.args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -121,6 +120,13 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             return -9
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then the exit status (``subprocess.TimeoutExpired`` if it does not exit in time)."""
+        assert self.proc is not None, "not started"
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -3,114 +3,30 @@ free loopback ports, over a tiny but real ONNX repository; readiness is polled, 
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
+from loadtest import server
 from tests.fixtures.tinyrepo import VOCAB_SIZE, build_tiny_repository
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = server.ROOT
 START_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class GatewayProcess(server.GatewayProcess):
+    """``loadtest.server.GatewayProcess`` (the one launcher) with a test's start timeout and metric lookup."""
 
-
-@dataclass
-class GatewayProcess:
-    repository: Path
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    http_port: int = 0
-    grpc_port: int = 0
-    metrics_port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def http(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    def start(self, via_env: bool = False) -> GatewayProcess:
-        """Start and wait until ready; ``via_env`` passes repository and ports as VARIGATE_* variables."""
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
-        options = {
-            "repository": str(self.repository),
-            "http_port": str(self.http_port),
-            "grpc_port": str(self.grpc_port),
-            "metrics_port": str(self.metrics_port),
-            "log_level": "warning",
-        }
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VARIGATE_")}
-        env.update({"PYTHONPATH": str(ROOT), **self.env})
-        flags: list[str] = []
-        for name, value in options.items():
-            if via_env:
-                env[f"VARIGATE_{name.upper()}"] = value
-            else:
-                flags += ["--" + name.replace("_", "-"), value]
-        command = [sys.executable, "-m", "gateway.cli", "serve", *flags, *self.args]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.wait_ready()
-        return self
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-                try:
-                    if client.get(f"http://{self.http}/v2/health/ready").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)  # polling interval, not a guess at readiness
-        raise RuntimeError(f"gateway not ready after {START_TIMEOUT_S} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def terminate(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM, then wait for the exit status."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    def __init__(self, repository: Path, log_path: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
+        super().__init__(repository, log_path, args, env, start_timeout_s=START_TIMEOUT_S)
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample from /metrics (0 when absent)."""
-        text = httpx.get(self.metrics_url).text
-        return metric_value(text, name, **labels)
+        return metric_value(httpx.get(self.metrics_url).text, name, **labels)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

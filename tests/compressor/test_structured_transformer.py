@@ -1,0 +1,94 @@
+"""The structured transformer pass on a tiny, randomly initialised BERT (real torch, real tokenizer).
+
+The MiniLM end-to-end build (tests/compressor/test_minilm.py) checks the exported variant; this checks the
+pass's own contract quickly: physical shapes, global allocation, an untouched teacher, determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compressor.passes import structured_transformer as st
+from compressor.sources.minilm import MiniLMEmbedder, load_embedder
+
+HEADS, HEAD_DIM, FFN, LAYERS = 4, 8, 64, 3
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_embedder()[1]
+
+
+def tiny_embedder(vocab: int) -> MiniLMEmbedder:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=HEADS * HEAD_DIM,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
+    return MiniLMEmbedder(BertModel(config, add_pooling_layer=False)).eval()
+
+
+TEXTS = [f"Sentence number {i} says something about {w} and more." for i, w in enumerate(["cats", "dogs", "code"] * 8)]
+
+
+def run(tokenizer, **settings):
+    teacher = tiny_embedder(tokenizer.vocab_size)
+    config = st.StructuredTransformerConfig(
+        **{"distil_steps": 3, "batch_size": 4, "importance_batches": 2, "max_seq_len": 16, "bf16": False, **settings}
+    )
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student, info = st.apply(teacher, tokenizer, TEXTS, config)
+    return teacher, before, student, info
+
+
+def test_student_is_physically_smaller_and_teacher_untouched(tokenizer) -> None:
+    teacher, before, student, info = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, allocation="per_layer")
+    for layer in student.bert.encoder.layer:
+        attn = layer.attention.self
+        assert attn.num_attention_heads == 2 and attn.query.weight.shape == (2 * HEAD_DIM, HEADS * HEAD_DIM)
+        assert layer.attention.output.dense.weight.shape == (HEADS * HEAD_DIM, 2 * HEAD_DIM)
+        assert layer.intermediate.dense.weight.shape == (16, HEADS * HEAD_DIM)
+        assert layer.output.dense.weight.shape == (HEADS * HEAD_DIM, 16)
+    assert info["params_after"] < info["params_before"] and info["distil_steps"] == 3
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+    enc = tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = student(enc["input_ids"], enc["attention_mask"])
+    assert out.shape == (3, HEADS * HEAD_DIM)
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_global_allocation_keeps_the_total_and_the_minimum(tokenizer) -> None:
+    _, _, student, info = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, min_heads_per_layer=1,
+                              min_ffn_per_layer=4)
+    assert sum(info["heads_per_layer"]) == 2 * LAYERS and min(info["heads_per_layer"]) >= 1
+    assert sum(info["ffn_per_layer"]) == 16 * LAYERS and min(info["ffn_per_layer"]) >= 4
+    layers = student.bert.encoder.layer
+    assert [la.attention.self.num_attention_heads for la in layers] == info["heads_per_layer"]
+    assert [la.intermediate.dense.out_features for la in layers] == info["ffn_per_layer"]
+
+
+def test_select_ranks_units_across_layers() -> None:
+    scores = [torch.tensor([9.0, 8.0, 7.0, 6.0]), torch.tensor([0.1, 0.2, 0.3, 0.4])]
+    assert st._select(scores, [2, 2], 1, "global") == [[0, 1, 2], [3]]
+    assert st._select(scores, [2, 2], 1, "per_layer") == [[0, 1], [2, 3]]
+
+
+def test_same_seed_same_student(tokenizer) -> None:
+    _, _, a, _ = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16)
+    _, _, b, _ = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_bad_keep_counts_are_refused(tokenizer) -> None:
+    with pytest.raises(ValueError, match="keep heads per layer must be in 1..4"):
+        run(tokenizer, keep_heads_per_layer=5)
+    with pytest.raises(ValueError, match="lists 2 values for 3 layers"):
+        run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=[8, 8])
