@@ -141,7 +141,24 @@ def table(logical: str, cards: dict[str, tuple[VariantCard, Path]], points: dict
                       if r else f"- {lm}.{v}: no measurement")
     if checks:
         out += "\n\nTargets (sequence length 64, batch 8):\n" + "\n".join(checks)
+    ladders = [line for v, (card, _) in cards.items() if len(card.gate.attempts) > 1 for line in _ladder(card)]
+    if ladders:
+        out += "\n\nFallback ladders walked at build time (from the cards; the last rung tried is the one shipped):\n"
+        out += "\n".join(ladders)
     return out
+
+
+def _ladder(card: VariantCard) -> list[str]:
+    lines = []
+    for i, a in enumerate(card.gate.attempts):
+        shape = a.get("settings", {})
+        detail = ", ".join(f"{k} {shape[k]:.3g}" if isinstance(shape[k], float) else f"{k} {shape[k]}" for k in ("heads_per_layer", "ffn_per_layer", "distil_steps",
+                                                          "sparsity_pruned_layers") if k in shape)
+        value = a.get(card.accuracy.metric)
+        lines.append(f"- {card.model_name} rung {i}: {card.accuracy.metric} "
+                     f"{'-' if value is None else f'{value:.4f}'} ({'pass' if a.get('passed') else 'fail'})"
+                     + (f"; {detail}" if detail else ""))
+    return lines
 
 
 def card_table(cards: dict[str, tuple[VariantCard, Path]]) -> str:
