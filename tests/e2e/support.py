@@ -59,3 +59,14 @@ def tiny_batch(rows: int, length: int, seed: int = 0, pad: int = 0) -> tuple[np.
     if pad:
         ids[:, -pad:], mask[:, -pad:] = 0, 0
     return ids, mask
+
+
+def infer_inputs(client: Any, ids: np.ndarray, mask: np.ndarray) -> list[Any]:
+    """``input_ids`` / ``attention_mask`` as ``client.InferInput`` objects; ``client`` is the tritonclient
+    module the request goes through (``tritonclient.http`` or ``tritonclient.grpc``, or their ``aio``)."""
+    out = []
+    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
+        i = client.InferInput(name, list(arr.shape), "INT64")
+        i.set_data_from_numpy(arr)
+        out.append(i)
+    return out

@@ -18,17 +18,12 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import GatewayProcess, tiny_batch
+from tests.e2e.support import GatewayProcess, infer_inputs, tiny_batch
 from tests.fixtures.tinyrepo import EMBED_DIM, tiny_reference
 
 
 def tiny_inputs(ids: np.ndarray, mask: np.ndarray) -> list[tg.InferInput]:
-    out = []
-    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
-        i = tg.InferInput(name, list(arr.shape), "INT64")
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
+    return infer_inputs(tg, ids, mask)
 
 
 def test_sync_client(gateway: GatewayProcess) -> None:

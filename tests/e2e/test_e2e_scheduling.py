@@ -15,30 +15,20 @@ import tritonclient.http as th
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import GatewayProcess, run_gateway, tiny_batch
+from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, tiny_batch
 from tests.fixtures.tinyrepo import tiny_reference
 
 MODEL = {"model": "tiny.fp32", "version": "1"}
 
 
 def http_inputs(ids: np.ndarray, mask: np.ndarray) -> list[th.InferInput]:
-    out = []
-    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
-        i = th.InferInput(name, list(arr.shape), "INT64")
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
+    return infer_inputs(th, ids, mask)
 
 
 def grpc_inputs(ids: np.ndarray, mask: np.ndarray) -> list[Any]:
     import tritonclient.grpc as tg
 
-    out = []
-    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
-        i = tg.InferInput(name, list(arr.shape), "INT64")
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
+    return infer_inputs(tg, ids, mask)
 
 
 async def wait_pending(gw: GatewayProcess, count: int, timeout_s: float = 10.0) -> None:

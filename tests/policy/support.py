@@ -13,7 +13,7 @@ import tritonclient.http as th
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import GatewayProcess, run_gateway, tiny_batch
+from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, tiny_batch
 
 SLOW = "tests.policy.slow:SlowBackend"
 # fp32: 40 ms a batch + 20 ms a row; int8: 8 ms + 2 ms a row (the card profiles say the same)
@@ -32,12 +32,7 @@ class Reply:
 
 def inputs(seed: int) -> list[th.InferInput]:
     ids, mask = tiny_batch(1, 4, seed=seed)
-    out = []
-    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
-        i = th.InferInput(name, list(arr.shape), "INT64")
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
+    return infer_inputs(th, ids, mask)
 
 
 async def one(client: tha.InferenceServerClient, model: str, seed: int, t0: float, **params: Any) -> Reply:

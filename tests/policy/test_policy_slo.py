@@ -15,7 +15,7 @@ import tritonclient.grpc.aio as tga
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import tiny_batch
+from tests.e2e.support import infer_inputs, tiny_batch
 from tests.fixtures.tinyrepo import tiny_reference
 from tests.policy.conftest import FAST_POLICY
 from tests.policy.support import DELAYS, SLOW, GatewayProcess, inputs, one, open_loop, run_gateway, share
@@ -99,12 +99,7 @@ async def test_the_slo_comes_from_the_request_the_header_or_the_model(slo_gatewa
 
 def grpc_inputs(rows: int, seed: int) -> list[tga.InferInput]:
     ids, mask = tiny_batch(rows, 4, seed=seed)
-    out = []
-    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
-        i = tga.InferInput(name, list(arr.shape), "INT64")
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
+    return infer_inputs(tga, ids, mask)
 
 
 @pytest.fixture(scope="module")
