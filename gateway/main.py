@@ -27,6 +27,7 @@ from gateway.backends.base import DEFAULT_BACKEND
 from gateway.core.service import Service
 from gateway.metrics import Metrics
 from gateway.protocol import grpc as grpc_protocol
+from gateway.protocol.codec import RequestLimits
 from gateway.protocol.http import HttpOptions, create_app
 from gateway.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions
 from gateway.settings import Settings
@@ -58,6 +59,14 @@ def build_service(settings: Settings, metrics: Metrics) -> Service:
         strict_readiness=settings.strict_readiness,
         policy=policy,
         drift=drift,
+    )
+
+
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        max_elements=settings.max_request_elements,
+        max_dims=settings.max_tensor_dims,
+        max_inputs=settings.max_request_inputs,
     )
 
 
@@ -123,13 +132,18 @@ class Gateway:
                 s.grpc_restricted_protocol, header_prefix=GRPC_HEADER_PREFIX, noun="protocol"
             )
             self._grpc, self._health = grpc_protocol.create_server(
-                self.service, restrictions=rules, max_message_bytes=s.max_request_bytes
+                self.service,
+                restrictions=rules,
+                max_message_bytes=s.max_request_bytes,
+                request_limits=request_limits(s),
             )
             self.grpc_port = self._grpc.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
             await self._grpc.start()
             await grpc_protocol.set_serving(self._health, True)
         if s.allow_http:
-            options = HttpOptions(s.max_request_bytes, Restrictions.parse(s.http_restricted_api))
+            options = HttpOptions(
+                s.max_request_bytes, Restrictions.parse(s.http_restricted_api), request_limits(s)
+            )
             self.http_port = self._serve(create_app(self.service, options), s.http_host, s.http_port)
         if s.allow_metrics:
             self.metrics_port = self._serve(self.metrics.asgi_app(), s.metrics_host, s.metrics_port)

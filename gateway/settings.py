@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         description="Largest HTTP request body (after decompression) and gRPC message accepted; larger "
         "requests get 413 / RESOURCE_EXHAUSTED.",
     )
+    max_request_elements: int = Field(
+        1 << 26,
+        gt=0,
+        description="Most tensor elements one inference request may declare, all inputs together; checked "
+        "against the bytes present before anything is allocated (400 / INVALID_ARGUMENT when over).",
+    )
+    max_tensor_dims: int = Field(
+        16, gt=0, description="Most dimensions one input tensor may declare (400 / INVALID_ARGUMENT)."
+    )
+    max_request_inputs: int = Field(
+        256, gt=0, description="Most input tensors one inference request may carry."
+    )
     http_restricted_api: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Triton's --http-restricted-api groups '<api>,...:<header>=<value>' (e.g. "

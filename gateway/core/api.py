@@ -82,6 +82,10 @@ class InferenceService(Protocol):
 
     def model_ready(self, name: str, version: str = "") -> bool: ...
 
+    def check_model(self, name: str, version: str = "") -> None:
+        """Raise ``ModelNotFound`` or ``ModelNotReady`` (with the reason) unless the model can infer."""
+        ...
+
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata: ...
 
     def model_config(self, name: str, version: str = "") -> dict[str, Any]:

@@ -80,6 +80,8 @@ class Route:
 
 
 def parse_version(name: str, version: str) -> int:
+    if len(version) > 19:  # no int64 version has more digits; and a message must not echo megabytes
+        raise ModelNotFound(f"model {name!r} has no version {version[:40]!r}...: versions are integers")
     try:
         number = int(version)
     except ValueError:
@@ -126,7 +128,8 @@ class Registry:
             return Route(record.logical_model, True, ((record, record.version(version)),))
         variants = self.variants(name)
         if not variants:
-            raise ModelNotFound(f"unknown model {name!r}: not in the repository")
+            shown = name if len(name) <= 200 else name[:200] + "..."
+            raise ModelNotFound(f"unknown model {shown!r}: not in the repository")
         targets: list[tuple[ModelRecord, VersionState]] = []
         errors: list[Exception] = []
         for r in variants:
@@ -137,7 +140,7 @@ class Registry:
         if targets:
             return Route(name, False, tuple(targets))
         if version and all(isinstance(e, ModelNotFound) for e in errors):
-            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+            raise ModelNotFound(f"model {name!r} has no version {version[:40]!r}")
         raise ModelNotReady(f"no variant of model {name!r} is ready ({'; '.join(str(e) for e in errors)})")
 
     def index(self, ready_only: bool = False) -> list[RepositoryEntry]:

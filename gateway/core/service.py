@@ -276,6 +276,11 @@ class Service:
             return False
         return True
 
+    def check_model(self, name: str, version: str = "") -> None:
+        """Raise ``ModelNotFound`` / ``ModelNotReady`` unless ``name`` (at ``version``) can take requests:
+        a dictionary lookup, done before a request's tensors are decoded."""
+        self._registry.resolve(name, version)
+
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         return metadata.model_metadata(self._registry, name, version)
 

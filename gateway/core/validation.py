@@ -37,7 +37,8 @@ def validate(request: InferRequest, config: ModelConfig) -> ValidRequest:
         spec = expected.get(tensor.name)
         if spec is None:
             raise InvalidInput(
-                f"unexpected inference input {tensor.name!r} for model {model!r}; expected inputs: {sorted(expected)}"
+                f"unexpected inference input {_short(tensor.name)!r} for model {model!r}; "
+                f"expected inputs: {sorted(expected)}"
             )
         if tensor.name in feeds:
             raise InvalidInput(f"input {tensor.name!r} is given more than once for model {model!r}")
@@ -49,6 +50,7 @@ def validate(request: InferRequest, config: ModelConfig) -> ValidRequest:
                     f"input {tensor.name!r} of model {model!r} has batch size {n} but other inputs have {rows}"
                 )
             rows = n
+    _check_shared_axes(feeds, config)
     missing = sorted(name for name, t in expected.items() if name not in feeds and not t.optional)
     if missing:
         raise InvalidInput(
@@ -80,6 +82,12 @@ def _array(tensor: Tensor, spec: TensorConfig, config: ModelConfig) -> np.ndarra
         or min(shape, default=0) < 0
     ):
         raise InvalidInput(f"{where}: expected shape {list(expected)}, got {list(shape)}")
+    empty = [i for i, (e, s) in enumerate(zip(expected, shape)) if e == -1 and s == 0]
+    if empty:
+        raise InvalidInput(
+            f"{where}: shape {list(shape)} has size 0 in variable dimension {empty[0]}; this server runs "
+            "no empty tensors"
+        )
     data = tensor.data
     if data.size != math.prod(shape):
         raise InvalidInput(
@@ -92,6 +100,30 @@ def _array(tensor: Tensor, spec: TensorConfig, config: ModelConfig) -> np.ndarra
     ):
         _check_utf8(data, where)
     return data.reshape(shape) if data.shape != shape else data
+
+
+def _check_shared_axes(feeds: Mapping[str, np.ndarray], config: ModelConfig) -> None:
+    """Inputs the batcher pads together share their variable axes (a transformer's ``input_ids`` and
+    ``attention_mask`` share the sequence length): they must agree, or the request would fail in the
+    backend or, worse, be padded into a wrong answer."""
+    batched = 1 if config.max_batch_size > 0 else 0
+    pad = config.pad_inputs
+    first: dict[int, tuple[str, int]] = {}
+    for spec in config.inputs:
+        if spec.name not in pad or spec.name not in feeds:
+            continue
+        for axis in spec.variable_axes:
+            size = feeds[spec.name].shape[batched + axis]
+            other, other_size = first.setdefault(axis, (spec.name, size))
+            if other_size != size:
+                raise InvalidInput(
+                    f"inputs {other!r} and {spec.name!r} of model {config.name!r} share variable dimension "
+                    f"{batched + axis} but disagree: {other!r} has {other_size}, {spec.name!r} has {size}"
+                )
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 200 else name[:200] + "..."
 
 
 def _check_utf8(data: np.ndarray, where: str) -> None:

@@ -25,6 +25,7 @@ from tritonclient.grpc import service_pb2_grpc as pbg
 from gateway.core.api import InferenceService
 from gateway.core.errors import GatewayError, InvalidInput
 from gateway.protocol import grpc_codec as codec
+from gateway.protocol.codec import DEFAULT_LIMITS, RequestLimits
 from gateway.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions
 from gateway.protocol.status import grpc_code
 
@@ -141,8 +142,13 @@ def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> grpc.RpcMetho
 
 
 class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(self, service: InferenceService, limits: RequestLimits = DEFAULT_LIMITS) -> None:
         self._service = service
+        self._limits = limits
+
+    def _decode(self, request: Any) -> Any:
+        self._service.check_model(request.model_name, request.model_version)  # before any tensor
+        return codec.decode_infer_request(request, self._limits)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._service.server_live())
@@ -181,7 +187,7 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        decoded = codec.decode_infer_request(request)
+        decoded = self._decode(request)
         remaining = context.time_remaining()  # the client's deadline, if it set one
         if remaining is not None:
             decoded = dataclasses.replace(decoded, deadline_s=time.monotonic() + remaining)
@@ -193,7 +199,7 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         try:
             if isinstance(request, Malformed):
                 raise request.error
-            response = await self._service.infer(codec.decode_infer_request(request))
+            response = await self._service.infer(self._decode(request))
             return pb.ModelStreamInferResponse(infer_response=codec.encode_infer_response(response))
         except GatewayError as e:
             message = e.message
@@ -242,6 +248,7 @@ def create_server(
     *,
     restrictions: Restrictions | None = None,
     max_message_bytes: int = 64 * 1024 * 1024,
+    request_limits: RequestLimits = DEFAULT_LIMITS,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """An unstarted server with both services added; bind it with ``add_insecure_port``."""
     rules = restrictions or Restrictions(header_prefix=GRPC_HEADER_PREFIX, noun="protocol")
@@ -253,7 +260,7 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pbg.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    pbg.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service, request_limits), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     return server, health

@@ -20,7 +20,10 @@ from gateway.core import api
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import Datatype, InferRequest, InferResponse, RequestedOutput, Tensor
 from gateway.protocol.codec import (
+    DEFAULT_LIMITS,
     WIRE_TENSOR_PARAMETERS,
+    ElementBudget,
+    RequestLimits,
     element_count,
     parse_datatype,
     parse_shape,
@@ -85,7 +88,9 @@ def parameters_to_pb(values: dict[str, Any], target: Any) -> None:
             param.string_param = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def _from_contents(inp: Any, datatype: Datatype, shape: tuple[int, ...], where: str) -> np.ndarray:
+def _from_contents(
+    inp: Any, datatype: Datatype, shape: tuple[int, ...], where: str, budget: ElementBudget
+) -> np.ndarray:
     expected = _CONTENTS_FIELD.get(datatype)
     if expected is None:
         raise InvalidInput(
@@ -98,7 +103,7 @@ def _from_contents(inp: Any, datatype: Datatype, shape: tuple[int, ...], where: 
             f"{where}: {datatype.value} data goes in contents.{expected}, not contents.{wrong[0]}"
         )
     values = getattr(inp.contents, expected)
-    count = element_count(shape)
+    count = budget.take(shape, where)
     if len(values) != count:
         raise InvalidInput(
             f"{where}: contents.{expected} has {len(values)} elements, but shape {list(shape)} needs {count}"
@@ -120,7 +125,9 @@ def _from_contents(inp: Any, datatype: Datatype, shape: tuple[int, ...], where: 
     return arr.astype(datatype.numpy).reshape(shape)
 
 
-def decode_infer_request(msg: Any) -> InferRequest:
+def decode_infer_request(msg: Any, limits: RequestLimits = DEFAULT_LIMITS) -> InferRequest:
+    """The core request; declared shapes are checked against ``limits`` and the data present before
+    anything is allocated (see ``gateway.protocol.codec``)."""
     raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise InvalidInput(
@@ -128,15 +135,17 @@ def decode_infer_request(msg: Any) -> InferRequest:
         )
     inputs: list[Tensor] = []
     seen: set[str] = set()
+    budget = ElementBudget(limits)
     for i, inp in enumerate(msg.inputs):
         if not inp.name:
             raise InvalidInput(f"inputs[{i}] has no name")
-        where = f"input '{inp.name}'"
+        where = f"input {inp.name[:200]!r}"
+        budget.take_input(where)
         if inp.name in seen:
             raise InvalidInput(f"{where} appears more than once")
         seen.add(inp.name)
         datatype = parse_datatype(inp.datatype, where)
-        shape = parse_shape(list(inp.shape), where)
+        shape = parse_shape(inp.shape, where, limits)
         params = parameters_from_pb(inp.parameters)
         reject_shared_memory(params, where)
         if raw:
@@ -144,11 +153,10 @@ def decode_infer_request(msg: Any) -> InferRequest:
                 raise InvalidInput(
                     f"{where} sets 'contents' while the request uses raw_input_contents; send one"
                 )
-            inputs.append(tensor_from_buffer(inp.name, datatype, shape, raw[i], where, params))
+            inputs.append(tensor_from_buffer(inp.name, datatype, shape, raw[i], where, params, budget))
         elif inp.HasField("contents"):
-            inputs.append(
-                Tensor(inp.name, datatype, shape, _from_contents(inp, datatype, shape, where), params)
-            )
+            data = _from_contents(inp, datatype, shape, where, budget)
+            inputs.append(Tensor(inp.name, datatype, shape, data, params))
         else:
             raise InvalidInput(f"{where} has no 'contents' and the request has no raw_input_contents")
     outputs: list[RequestedOutput] | None = None

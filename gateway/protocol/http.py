@@ -21,11 +21,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.core.api import InferenceService
-from gateway.core.errors import ErrorKind, GatewayError, InvalidInput, PayloadTooLarge, Unsupported
+from gateway.core.errors import (
+    ErrorKind,
+    GatewayError,
+    InvalidInput,
+    ModelNotReady,
+    PayloadTooLarge,
+    Unsupported,
+)
 from gateway.core.service import VARIANT_PARAMETER
 from gateway.core.slo import SLO_MET_PARAMETER, SLO_PARAMETER, parse_slo_ms
 from gateway.core.types import InferRequest
 from gateway.protocol import http_json
+from gateway.protocol.codec import DEFAULT_LIMITS, RequestLimits
 from gateway.protocol.http_codec import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -47,6 +55,7 @@ _DRAIN_CAP_FACTOR = 4  # read (and discard) at most this many times the limit be
 class HttpOptions:
     max_body_bytes: int = 64 * 1024 * 1024
     restrictions: Restrictions = field(default_factory=Restrictions)
+    limits: RequestLimits = DEFAULT_LIMITS
 
 
 class _IndexBody(BaseModel):
@@ -79,8 +88,13 @@ class _LoadBody(BaseModel):
     parameters: dict[str, Any] = {}
 
 
-def _health(ok: bool, kind: ErrorKind) -> Response:
-    return Response(status_code=200 if ok else http_status(kind))
+def _health(key: str, ok: bool, why: str) -> Response:
+    """Open Inference Protocol health bodies (``{"live": true}``, ``{"ready": true}``); 503 when not, so
+    load balancers and Kubernetes probes see it, as Triton answers."""
+    doc: dict[str, Any] = {key: ok}
+    if not ok:
+        doc["error"] = why
+    return json_response(doc, 200 if ok else http_status(ErrorKind.UNAVAILABLE))
 
 
 def json_response(doc: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -171,15 +185,15 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
     async def server_metadata(request: Request) -> Response:
         return json_response(http_json.server_metadata(service.server_metadata()))
 
-    # Health answers carry no body, as Triton's: tritonclient.http.aio never reads them, and an unread
-    # body would keep its connection checked out.
+    # Health answers carry the Open Inference Protocol's small JSON bodies (KServe's SDK reads them);
+    # tritonclient looks only at the status.
     @route("/v2/health/live", ["GET"], "health")
     async def live(request: Request) -> Response:
-        return _health(service.server_live(), ErrorKind.UNAVAILABLE)
+        return _health("live", service.server_live(), "server is not live")
 
     @route("/v2/health/ready", ["GET"], "health")
     async def ready(request: Request) -> Response:
-        return _health(service.server_ready(), ErrorKind.UNAVAILABLE)
+        return _health("ready", service.server_ready(), "server is not ready")
 
     # Before /v2/models/{model}, which would otherwise take "stats" for a model name.
     @route("/v2/models/stats", ["GET"], "statistics")
@@ -194,9 +208,16 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
     async def model_metadata(request: Request) -> Response:
         return json_response(http_json.model_metadata(service.model_metadata(*model_args(request))))
 
+    # 200 {"name", "ready": true} when ready; per the spec, 4xx when not: 404 for a model the repository
+    # does not have, 400 for one that is not ready (as Triton), each with the reason.
     @route("/v2/models/{model}/ready", ["GET"], "health")
     async def model_ready(request: Request) -> Response:
-        return _health(service.model_ready(*model_args(request)), ErrorKind.NOT_READY)
+        name, version = model_args(request)
+        try:
+            service.check_model(name, version)
+        except ModelNotReady as e:
+            return json_response({"name": name, "ready": False, "error": e.message}, 400)
+        return json_response({"name": name, "ready": True})
 
     @route("/v2/models/{model}/config", ["GET"], "model-config")
     async def model_config(request: Request) -> Response:
@@ -205,9 +226,10 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
     @route("/v2/models/{model}/infer", ["POST"], "inference")
     async def infer(request: Request) -> Response:
         name, version = model_args(request)
-        body = await read_body(request, opts.max_body_bytes)
+        body = await read_body(request, opts.max_body_bytes)  # read whole, so the client reads our answer
+        service.check_model(name, version)  # before any tensor is decoded
         header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
-        decoded = decode_infer_request(body, header_length, name, version)
+        decoded = decode_infer_request(body, header_length, name, version, opts.limits)
         infer_request = _with_slo_header(decoded.request, request.headers.get(SLO_HEADER))
         response = await service.infer(infer_request)
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)

@@ -22,8 +22,12 @@ import orjson
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import Datatype, InferRequest, InferResponse, RequestedOutput, Tensor
 from gateway.protocol.codec import (
+    DEFAULT_LIMITS,
     WIRE_ONLY_PARAMETERS,
     WIRE_TENSOR_PARAMETERS,
+    ElementBudget,
+    RequestLimits,
+    brief,
     element_count,
     parse_datatype,
     parse_shape,
@@ -56,7 +60,7 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
     try:
         n = int(value)
     except ValueError:
-        raise InvalidInput(f"Inference-Header-Content-Length {value!r} is not an integer") from None
+        raise InvalidInput(f"Inference-Header-Content-Length {brief(value)} is not an integer") from None
     if not 0 < n <= body_size:
         raise InvalidInput(
             f"Inference-Header-Content-Length {n} is outside the {body_size}-byte request body"
@@ -79,34 +83,54 @@ def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
     if params is None:
         return {}
     if not isinstance(params, dict):
-        raise InvalidInput(f"{where}: 'parameters' must be a JSON object, got {params!r}")
+        raise InvalidInput(f"{where}: 'parameters' must be a JSON object, got {brief(params)}")
     return params
 
 
-def _flatten(data: object, out: list[object]) -> None:
-    if isinstance(data, list):
-        for item in data:
-            _flatten(item, out)
-    else:
-        out.append(data)
+def _flatten(data: object, out: list[object], limit: int, where: str) -> None:
+    """The leaves of nested lists, in order, without recursion; refused once there are more than
+    ``limit`` of them (so a request cannot make us walk more than it declares)."""
+    stack: list[Any] = [iter((data,))]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        else:
+            if len(out) >= limit:
+                raise InvalidInput(f"{where}: 'data' has more than the {limit} elements its shape declares")
+            out.append(item)
+
+
+_END = object()
 
 
 def tensor_from_json(
-    name: str, datatype: Datatype, shape: tuple[int, ...], data: object, where: str
+    name: str,
+    datatype: Datatype,
+    shape: tuple[int, ...],
+    data: object,
+    where: str,
+    budget: ElementBudget | None = None,
 ) -> np.ndarray:
-    count = element_count(shape)
+    count = (budget or ElementBudget()).take(shape, where)
     if datatype is Datatype.BYTES:
         flat: list[object] = []
-        _flatten(data, flat)
+        _flatten(data, flat, count, where)
         bad = next((x for x in flat if not isinstance(x, str)), None)
         if bad is not None:
-            raise InvalidInput(f"{where}: BYTES 'data' must hold JSON strings, got {bad!r}")
+            raise InvalidInput(f"{where}: BYTES 'data' must hold JSON strings, got {brief(bad)}")
         arr = np.empty(len(flat), dtype=object)
         arr[:] = [str(x).encode("utf-8") for x in flat]
     else:
+        if isinstance(data, list) and data and not isinstance(data[0], list) and len(data) != count:
+            raise InvalidInput(
+                f"{where}: 'data' has {len(data)} elements, but shape {list(shape)} needs {count}"
+            )
         try:
             parsed = np.asarray(data)
-        except (ValueError, OverflowError) as e:
+        except (ValueError, OverflowError, RecursionError) as e:
             raise InvalidInput(f"{where}: 'data' is not a regular array of numbers ({e})") from None
         if parsed.dtype.kind in "fO" and datatype.numpy.kind in "iu":
             parsed = _exact_integers(data, parsed)  # numpy turns [2**64 - 1, 0] into floats
@@ -115,7 +139,7 @@ def tensor_from_json(
         elif parsed.dtype.kind not in _ACCEPTED_KINDS[datatype]:
             sample = parsed.reshape(-1)[0]
             raise InvalidInput(
-                f"{where}: 'data' holds {sample!r} ({parsed.dtype.kind!r} values), which is not valid "
+                f"{where}: 'data' holds {brief(sample)} ({parsed.dtype.kind!r} values), which is not valid "
                 f"{datatype.value}"
             )
         else:
@@ -134,22 +158,25 @@ def tensor_from_json(
 def _exact_integers(data: object, parsed: np.ndarray) -> np.ndarray:
     """JSON integers that numpy could not type exactly (beyond int64), kept exact when they fit uint64."""
     flat: list[object] = []
-    _flatten(data, flat)
+    _flatten(data, flat, parsed.size, "data")
     ints = [x for x in flat if type(x) is int]
     if not ints or len(ints) != len(flat) or min(ints) < 0 or max(ints) > np.iinfo(np.uint64).max:
         return parsed
     return np.array(ints, dtype=np.uint64).reshape(parsed.shape)
 
 
-def _decode_input(item: object, index: int, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+def _decode_input(
+    item: object, index: int, binary: memoryview, offset: int, budget: ElementBudget
+) -> tuple[Tensor, int]:
     if not isinstance(item, dict):
-        raise InvalidInput(f"inputs[{index}] must be a JSON object, got {item!r}")
+        raise InvalidInput(f"inputs[{index}] must be a JSON object, got {type(item).__name__}")
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{index}] has no 'name' string")
-    where = f"input '{name}'"
+    where = f"input {name[:200]!r}"
+    budget.take_input(where)
     datatype = parse_datatype(item.get("datatype"), where)
-    shape = parse_shape(item.get("shape"), where)
+    shape = parse_shape(item.get("shape"), where, budget.limits)
     params = _parameters(item, where)
     reject_shared_memory(params, where)
     tensor_params = {k: v for k, v in params.items() if k not in WIRE_TENSOR_PARAMETERS}
@@ -157,12 +184,12 @@ def _decode_input(item: object, index: int, binary: memoryview, offset: int) -> 
     if size is None:
         if "data" not in item:
             raise InvalidInput(f"{where} has neither 'data' nor parameters.binary_data_size")
-        data = tensor_from_json(name, datatype, shape, item["data"], where)
+        data = tensor_from_json(name, datatype, shape, item["data"], where, budget)
         return Tensor(name, datatype, shape, data, tensor_params), offset
     if "data" in item:
         raise InvalidInput(f"{where} has both 'data' and parameters.binary_data_size; send one")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer, got {size!r}")
+        raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer, got {brief(size)}")
     left = len(binary) - offset
     if size > left:
         hint = "" if len(binary) else " (no Inference-Header-Content-Length header, so no binary data)"
@@ -170,12 +197,13 @@ def _decode_input(item: object, index: int, binary: memoryview, offset: int) -> 
             f"{where}: binary_data_size {size} exceeds the {left} bytes of binary data left{hint}"
         )
     chunk = binary[offset : offset + size]
-    return tensor_from_buffer(name, datatype, shape, chunk, where, tensor_params), offset + size
+    tensor = tensor_from_buffer(name, datatype, shape, chunk, where, tensor_params, budget)
+    return tensor, offset + size
 
 
 def _decode_output(item: object, index: int) -> RequestedOutput:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        raise InvalidInput(f"outputs[{index}] must be a JSON object with a 'name' string, got {item!r}")
+        raise InvalidInput(f"outputs[{index}] must be a JSON object with a 'name' string, got {brief(item)}")
     name = item["name"]
     where = f"requested output '{name}'"
     params = _parameters(item, where)
@@ -184,13 +212,17 @@ def _decode_output(item: object, index: int) -> RequestedOutput:
         raise Unsupported(f"{where}: the classification extension is not supported by this server")
     binary = params.get("binary_data")
     if binary is not None and not isinstance(binary, bool):
-        raise InvalidInput(f"{where}: parameters.binary_data must be true or false, got {binary!r}")
+        raise InvalidInput(f"{where}: parameters.binary_data must be true or false, got {brief(binary)}")
     rest = {k: v for k, v in params.items() if k not in WIRE_TENSOR_PARAMETERS}
     return RequestedOutput(name, binary, rest)
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None, model_name: str, model_version: str
+    body: bytes,
+    header_length: int | None,
+    model_name: str,
+    model_version: str,
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> HttpInferRequest:
     view = memoryview(body)
     head_end = len(view) if header_length is None else header_length
@@ -198,19 +230,20 @@ def decode_infer_request(
     binary = view[head_end:]
     request_id = obj.get("id", "")
     if not isinstance(request_id, str):
-        raise InvalidInput(f"request 'id' must be a string, got {request_id!r}")
+        raise InvalidInput(f"request 'id' must be a string, got {brief(request_id)}")
     params = _parameters(obj, "request")
     binary_output = params.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
-        raise InvalidInput(f"parameters.binary_data_output must be true or false, got {binary_output!r}")
+        raise InvalidInput(f"parameters.binary_data_output must be true or false, got {brief(binary_output)}")
     raw_inputs = obj.get("inputs")
     if not isinstance(raw_inputs, list):
-        raise InvalidInput(f"the inference request needs an 'inputs' list, got {raw_inputs!r}")
+        raise InvalidInput(f"the inference request needs an 'inputs' list, got {brief(raw_inputs)}")
     inputs: list[Tensor] = []
     seen: set[str] = set()
     offset = 0
+    budget = ElementBudget(limits)
     for i, item in enumerate(raw_inputs):
-        tensor, offset = _decode_input(item, i, binary, offset)
+        tensor, offset = _decode_input(item, i, binary, offset, budget)
         if tensor.name in seen:
             raise InvalidInput(f"input '{tensor.name}' appears more than once")
         seen.add(tensor.name)
@@ -224,7 +257,7 @@ def decode_infer_request(
     outputs: list[RequestedOutput] | None = None
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
-            raise InvalidInput(f"'outputs' must be a list, got {raw_outputs!r}")
+            raise InvalidInput(f"'outputs' must be a list, got {brief(raw_outputs)}")
         outputs = [_decode_output(item, i) for i, item in enumerate(raw_outputs)]
     request = InferRequest(
         model_name=model_name,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -12,6 +13,7 @@ from tritonclient.grpc._utils import _get_inference_request
 
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import Datatype, InferResponse, Tensor
+from gateway.protocol.codec import RequestLimits
 from gateway.protocol.grpc_codec import (
     decode_infer_request,
     encode_infer_response,
@@ -117,8 +119,52 @@ def test_raw_bytes_tensor_must_match_its_shape() -> None:
     msg = pb.ModelInferRequest(model_name="m")
     msg.inputs.add(name="x", datatype="BYTES", shape=[2])
     msg.raw_input_contents.append(struct.pack("<I", 1) + b"a")
+    with pytest.raises(InvalidInput, match="declares 2 elements, but the 5 bytes of data hold at most 1"):
+        decode_infer_request(msg)
+    del msg.raw_input_contents[:]
+    msg.raw_input_contents.append(struct.pack("<I", 1) + b"abcd")
     with pytest.raises(InvalidInput, match="BYTES data ends after 1 of 2 elements"):
         decode_infer_request(msg)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "message"),
+    [
+        ("BYTES", [2**40], struct.pack("<I", 0), "over the limit of 256 elements"),
+        ("BYTES", [100], struct.pack("<I", 0), "declares 100 elements, but the 4 bytes of data hold at most 1"),
+        ("FP32", [200, 200], b"\0" * 8, "takes the request over its limit of 256 elements"),
+        ("FP32", [2**31, 2**31], b"\0" * 8, "over the limit of 256 elements"),
+        ("INT64", [2**63 - 1], b"", "over the limit of 256 elements"),
+        ("INT64", [0, 2**62], b"", "over the limit of 256 elements"),
+        ("INT64", [1] * 17, b"\0" * 8, "17 dimensions, more than the limit of 16"),
+        ("INT64", [-1], b"", "negative dimension"),
+    ],
+)
+def test_declared_shapes_are_bounded_before_anything_is_allocated(
+    datatype: str, shape: list[int], data: bytes, message: str
+) -> None:
+    limits = RequestLimits(max_elements=256)
+    msg = pb.ModelInferRequest(model_name="m")
+    msg.inputs.add(name="x", datatype=datatype, shape=shape)
+    msg.raw_input_contents.append(data)
+    with pytest.raises(InvalidInput, match=f"input 'x'.*{re.escape(message)}"):
+        decode_infer_request(msg, limits)
+    typed = pb.ModelInferRequest(model_name="m")
+    typed.inputs.add(name="x", datatype="INT64", shape=[100, 100]).contents.int64_contents.append(1)
+    with pytest.raises(InvalidInput, match="input 'x'.*takes the request over its limit of 256"):
+        decode_infer_request(typed, limits)
+
+
+def test_element_limit_covers_the_whole_request() -> None:
+    msg = pb.ModelInferRequest(model_name="m")
+    for name in ("a", "b"):
+        msg.inputs.add(name=name, datatype="INT64", shape=[20])
+        msg.raw_input_contents.append(b"\0" * 160)
+    decode_infer_request(msg, RequestLimits(max_elements=40))
+    with pytest.raises(InvalidInput, match=r"input 'b': shape \[20\] takes the request over its limit of 39 elements \(20 used"):
+        decode_infer_request(msg, RequestLimits(max_elements=39))
+    with pytest.raises(InvalidInput, match="more than 1 inputs"):
+        decode_infer_request(msg, RequestLimits(max_inputs=1))
 
 
 def test_shared_memory_and_classification_are_unsupported() -> None:

@@ -4,6 +4,7 @@ Health answers carry no body, as Triton's; the other models still serve."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -39,7 +40,7 @@ async def test_server_not_ready_while_a_model_failed_to_load(broken_repo: Path) 
         grpc.aio.insecure_channel(grpc_url(gw)) as channel,
         tga.InferenceServerClient(grpc_url(gw)) as grpc_,
     ):
-        health = {}
+        health: dict[str, tuple[int, Any]] = {}
         for path in (
             "/v2/health/live",
             "/v2/health/ready",
@@ -47,7 +48,7 @@ async def test_server_not_ready_while_a_model_failed_to_load(broken_repo: Path) 
             "/v2/models/tiny/ready",
         ):
             r = await raw.get(path)
-            health[path] = (r.status_code, r.content)
+            health[path] = (r.status_code, r.json())
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         grpc_health = (
             (await stub.ServerLive(pb.ServerLiveRequest())).live,
@@ -70,11 +71,12 @@ async def test_server_not_ready_while_a_model_failed_to_load(broken_repo: Path) 
             await http.infer("tiny", http_inputs(ids, mask)),
             await grpc_.infer("tiny", grpc_inputs(ids, mask)),
         ]
+    clf_status, clf_body = health.pop("/v2/models/clf/ready")
+    assert clf_status == 400 and clf_body["ready"] is False and "cannot load" in clf_body["error"]
     assert health == {
-        "/v2/health/live": (200, b""),
-        "/v2/health/ready": (503, b""),
-        "/v2/models/clf/ready": (503, b""),
-        "/v2/models/tiny/ready": (200, b""),
+        "/v2/health/live": (200, {"live": True}),
+        "/v2/health/ready": (503, {"ready": False, "error": "server is not ready"}),
+        "/v2/models/tiny/ready": (200, {"name": "tiny", "ready": True}),
     }
     assert grpc_health == (True, False, False, True)
     assert refused.status_code == 503 and "cannot load" in refused.json()["error"]
