@@ -51,7 +51,7 @@ DEFAULT_LIMITS = RequestLimits()
 class ElementBudget:
     """What is left of a request's element limit while its inputs are decoded, one tensor at a time."""
 
-    __slots__ = ("limits", "left", "inputs")
+    __slots__ = ("inputs", "left", "limits")
 
     def __init__(self, limits: RequestLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits

@@ -24,7 +24,6 @@ from gateway.protocol.codec import (
     WIRE_TENSOR_PARAMETERS,
     ElementBudget,
     RequestLimits,
-    element_count,
     parse_datatype,
     parse_shape,
     reject_shared_memory,

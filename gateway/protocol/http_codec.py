@@ -28,7 +28,6 @@ from gateway.protocol.codec import (
     ElementBudget,
     RequestLimits,
     brief,
-    element_count,
     parse_datatype,
     parse_shape,
     reject_shared_memory,

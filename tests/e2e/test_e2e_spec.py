@@ -17,7 +17,6 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
-import tritonclient.grpc.aio as tga
 import tritonclient.http as th
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
@@ -57,7 +56,7 @@ def test_health_bodies_follow_the_open_inference_protocol(gateway: GatewayProces
     assert missing.status_code == 404 and "'nonexistent'" in missing.json()["error"]
 
 
-async def test_kserve_sdk_and_tritonclient_agree(gateway: GatewayProcess) -> None:
+def test_kserve_sdk_and_tritonclient_agree(gateway: GatewayProcess) -> None:
     seen = kserve_probe(gateway, "tiny", "tiny.int8", "nonexistent")
     assert seen == {
         "rest_live": True,
@@ -75,6 +74,9 @@ async def test_kserve_sdk_and_tritonclient_agree(gateway: GatewayProcess) -> Non
     with th.InferenceServerClient(gateway.http) as c:
         assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("tiny")
         assert not c.is_model_ready("nonexistent")
+
+
+async def test_aio_tritonclient_reads_health_bodies_without_leaking(gateway: GatewayProcess) -> None:
     async with tha.InferenceServerClient(gateway.http) as ac:
         for _ in range(20):  # an unread body would leak a pooled connection per call
             assert await ac.is_server_live() and await ac.is_server_ready()
@@ -83,7 +85,7 @@ async def test_kserve_sdk_and_tritonclient_agree(gateway: GatewayProcess) -> Non
         np.testing.assert_allclose(result.as_numpy("embedding"), tiny_reference(ids, mask), rtol=1e-5)
 
 
-async def test_a_model_that_is_not_ready_gets_4xx(explicit: GatewayProcess) -> None:
+def test_a_model_that_is_not_ready_gets_4xx(explicit: GatewayProcess) -> None:
     base = f"http://{explicit.http}"
     not_ready = httpx.get(f"{base}/v2/models/tiny.int8/ready")
     assert not_ready.status_code == 400, not_ready.text
@@ -95,8 +97,8 @@ async def test_a_model_that_is_not_ready_gets_4xx(explicit: GatewayProcess) -> N
     assert seen["rest_model_ready:tiny.fp32"] is True and seen["grpc_model_ready:tiny.fp32"] is True
     with th.InferenceServerClient(explicit.http) as c:
         assert not c.is_model_ready("tiny.int8") and c.is_model_ready("tiny.fp32")
-    async with tga.InferenceServerClient(explicit.grpc) as gc:
-        assert not await gc.is_model_ready("tiny.int8") and await gc.is_model_ready("tiny.fp32")
+    with tg.InferenceServerClient(explicit.grpc) as gc:
+        assert not gc.is_model_ready("tiny.int8") and gc.is_model_ready("tiny.fp32")
 
 
 @pytest.mark.parametrize("pinned", ["tiny", "tiny.fp32"])

@@ -131,7 +131,12 @@ def test_raw_bytes_tensor_must_match_its_shape() -> None:
     ("datatype", "shape", "data", "message"),
     [
         ("BYTES", [2**40], struct.pack("<I", 0), "over the limit of 256 elements"),
-        ("BYTES", [100], struct.pack("<I", 0), "declares 100 elements, but the 4 bytes of data hold at most 1"),
+        (
+            "BYTES",
+            [100],
+            struct.pack("<I", 0),
+            "declares 100 elements, but the 4 bytes of data hold at most 1",
+        ),
         ("FP32", [200, 200], b"\0" * 8, "takes the request over its limit of 256 elements"),
         ("FP32", [2**31, 2**31], b"\0" * 8, "over the limit of 256 elements"),
         ("INT64", [2**63 - 1], b"", "over the limit of 256 elements"),
@@ -161,7 +166,10 @@ def test_element_limit_covers_the_whole_request() -> None:
         msg.inputs.add(name=name, datatype="INT64", shape=[20])
         msg.raw_input_contents.append(b"\0" * 160)
     decode_infer_request(msg, RequestLimits(max_elements=40))
-    with pytest.raises(InvalidInput, match=r"input 'b': shape \[20\] takes the request over its limit of 39 elements \(20 used"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"input 'b': shape \[20\] takes the request over its limit of 39 elements \(20 used",
+    ):
         decode_infer_request(msg, RequestLimits(max_elements=39))
     with pytest.raises(InvalidInput, match="more than 1 inputs"):
         decode_infer_request(msg, RequestLimits(max_inputs=1))
