@@ -1,6 +1,10 @@
 """Restricted APIs as Triton does them (``--http-restricted-api`` / ``--grpc-restricted-protocol``):
 ``<api>,<api>,...:<key>=<value>`` names API groups that only answer requests carrying header ``key`` with
-``value``. Over gRPC the header is ``triton-grpc-protocol-<key>``, as in Triton."""
+``value``. Over gRPC the header is ``triton-grpc-protocol-<key>``, as in Triton.
+
+Besides Triton's groups there is ``labels``: ``POST /v2/models/{m}/labels`` (ground truth, which moves live
+accuracy and can demote a variant), so it can be restricted apart from ``inference``. gRPC has no labels
+RPC, so over gRPC the group is accepted and guards nothing."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ API_GROUPS = frozenset(
         "statistics",
         "trace",
         "logging",
+        "labels",  # ours: ground-truth labels (HTTP only)
     }
 )
 GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
@@ -67,5 +72,8 @@ class Restrictions:
             return
         key, value = rule
         got = header(key)
+        # compare_digest runs as long as its second argument (the configured value) whatever the first
+        # one's length or content, so neither a wrong value nor a wrong length returns early. A missing
+        # header is refused without comparing: its timing tells only what the client knows, that it sent none.
         if got is None or not hmac.compare_digest(got.encode(), value.encode()):
             raise PermissionDenied(f"This {self.noun} is restricted, expecting header '{key}'")
