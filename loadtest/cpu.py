@@ -70,3 +70,16 @@ class Monitor:
         dtotal = max(total1 - total0, 1)
         other = max(0, (busy1 - busy0) - own) / _HZ / max(dt, 1e-9)
         self.window = Window(dt, (steal1 - steal0) / dtotal, other)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (``VmRSS`` in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"/proc/{pid}/status has no VmRSS line")
+
+
+def open_fds(pid: int) -> int:
+    """File descriptors the process holds open (entries of /proc/<pid>/fd)."""
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())

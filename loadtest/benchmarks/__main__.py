@@ -14,6 +14,7 @@ SECTIONS = {
     "variants": "loadtest.benchmarks.variants",
     "gateway": "loadtest.benchmarks.gateway",
     "policy": "loadtest.benchmarks.policy",
+    "overload": "loadtest.benchmarks.overload",
 }
 DOCS = Path("docs")
 HEADER = """# Benchmarks
