@@ -185,6 +185,12 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
     async def server_metadata(request: Request) -> Response:
         return json_response(http_json.server_metadata(service.server_metadata()))
 
+    @route("/varigate/openapi.json", ["GET"], "metadata")  # outside /v2: no clash with Triton's paths
+    async def openapi_json(request: Request) -> Response:
+        from gateway.protocol.openapi import openapi_document
+
+        return json_response(openapi_document())
+
     # Health answers carry the Open Inference Protocol's small JSON bodies (KServe's SDK reads them);
     # tritonclient looks only at the status.
     @route("/v2/health/live", ["GET"], "health")
