@@ -24,7 +24,14 @@ from compressor import evaluate, variants
 from compressor.config import BuildConfig
 from compressor.cpu import cpu_flags
 from compressor.profile import profile
-from compressor.repository import MODEL_FILENAME, check_writable, is_up_to_date, model_config, write_variant
+from compressor.repository import (
+    MODEL_FILENAME,
+    check_writable,
+    is_up_to_date,
+    model_config,
+    write_file,
+    write_variant,
+)
 from compressor.source import Source
 from gateway.core.cards import Accuracy, Gate, VariantCard, read_card
 
@@ -295,6 +302,4 @@ def _write_report(repo: Path, source: Source, results: list[VariantResult]) -> N
                     "seconds": round(r.seconds, 1)}
         for r in results
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_file(repo, BUILD_REPORT, json.dumps(report, indent=2, sort_keys=True, default=str).encode())

@@ -6,7 +6,10 @@ Layout (Triton's): ``<repo>/<name>/config.pbtxt``, ``<repo>/<name>/1/model.onnx`
 
 A variant is built in a staging directory beside the repository (same filesystem, outside the directory a
 server scans) and swapped in with one ``renameat2(RENAME_EXCHANGE)`` where the kernel has it, else with
-two renames; a running server sees the old variant or the new one, never half of one.
+two renames; a running server sees the old variant or the new one, never half of one. A writer killed
+mid-write (SIGKILL, power loss) or stopped by a full disk leaves the repository as it was; what it left in
+staging (directories named after its pid) is removed by the next write once that pid is gone. Other files
+(the build report) are written the same way: staged, fsynced, renamed over the old one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -128,15 +132,19 @@ def check_writable(repo: Path) -> None:
         raise RepositoryError(f"output repository {str(repo)!r} is not writable: {e.strerror or e}") from None
 
 
+def staging_root(repo: Path) -> Path:
+    """Where writes to ``repo`` are staged: beside it, on the same filesystem, hidden."""
+    return repo.resolve().parent / f".{repo.resolve().name}.staging"
+
+
 def write_variant(
     repo: Path, name: str, onnx_file: Path, cfg: mc.ModelConfig, card: VariantCard, extra_files: dict[str, bytes] | None = None
 ) -> Path:
     """Build the model directory in staging, then swap it into ``repo/name`` atomically."""
     check_writable(repo)
     repo.mkdir(parents=True, exist_ok=True)
-    staging_root = repo.resolve().parent / f".{repo.resolve().name}.staging"
-    staging_root.mkdir(exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=staging_root))
+    root = _staging(repo)
+    stage = Path(tempfile.mkdtemp(prefix=f"{name}.pid{os.getpid()}.", dir=root))
     try:
         (stage / "1").mkdir()
         shutil.copyfile(onnx_file, stage / "1" / MODEL_FILENAME)
@@ -150,13 +158,68 @@ def write_variant(
                     os.fsync(f.fileno())
         os.chmod(stage, 0o755)
         _swap_in(stage, repo / name)
+    except OSError as e:  # a full disk (ENOSPC, EFBIG), a permission: the repository is unchanged
+        raise RepositoryError(f"cannot write variant {name!r} into {str(repo)!r}: {e}") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        try:
-            staging_root.rmdir()
-        except OSError:
-            pass
+        _remove_if_empty(root)
     return repo / name
+
+
+def write_file(repo: Path, name: str, data: bytes) -> Path:
+    """Replace ``repo/name`` with ``data`` atomically (staged and fsynced beside the repository first)."""
+    root = _staging(repo)
+    fd, tmp = tempfile.mkstemp(prefix=f"{name}.pid{os.getpid()}.", dir=root)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, repo / name)
+    except OSError as e:
+        raise RepositoryError(f"cannot write {name!r} into {str(repo)!r}: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        _remove_if_empty(root)
+    return repo / name
+
+
+_STAGED_PID = re.compile(r"\.pid(\d+)\.")
+
+
+def _staging(repo: Path) -> Path:
+    """The staging root, created, without what writers that are gone left in it."""
+    root = staging_root(repo)
+    root.mkdir(exist_ok=True)
+    for entry in root.iterdir():
+        found = _STAGED_PID.search(entry.name)
+        if found is not None and _alive(int(found.group(1))):
+            continue  # another writer's, still at work
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    return root
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _remove_if_empty(root: Path) -> None:
+    try:
+        root.rmdir()
+    except OSError:
+        pass
 
 
 _RENAME_EXCHANGE = 2

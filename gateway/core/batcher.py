@@ -13,6 +13,12 @@ SLO deadline. Requests are taken in the order of the
 ``submit`` enqueues synchronously (nothing can run between routing and enqueueing) and returns a future.
 Requests are validated before they get here: a batch holds only requests that can run together, and a
 backend failure fails only the requests of that batch.
+
+A request may carry a hard deadline (``expires_ns``: the client stops waiting then): it is answered with
+``DeadlineExceeded`` at that moment, queued or running. A backend call cannot be cancelled, so a batch whose
+requests have all run out keeps its slot (and its executor thread) until the call returns; it is reported
+as a failed batch when the last of its requests runs out (``overrunning`` counts such batches), and its late
+result is dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from gateway.core.config import ModelConfig
-from gateway.core.errors import BackendError, InvalidInput, Unavailable
+from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Unavailable
 from gateway.core.observer import BatchEvent, NullObserver, Observer
 from gateway.core.padding import merge, signature, split
 from gateway.core.queue import BatchResult, QueuedRequest, RequestQueue
@@ -65,6 +71,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._running: dict[int, tuple[int, int]] = {}  # id(batch) -> (rows, started_ns)
+        self._overrunning = 0  # running batches whose requests have all run past their deadlines
         self._compute_ns = 0  # recent batch compute time (moving average), for deadline-aware firing
 
     # -- public -----------------------------------------------------------------------------------------
@@ -80,6 +87,11 @@ class Batcher:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    @property
+    def overrunning(self) -> int:
+        """Batches still running after every one of their requests ran past its deadline (a stuck backend)."""
+        return self._overrunning
 
     def backlog(self) -> tuple[tuple[int, int], ...]:
         """``(rows, deadline_ns)`` of the queued requests in batch order (``QueueView``)."""
@@ -106,11 +118,13 @@ class Batcher:
         priority: int = 0,
         timeout_us: int = 0,
         deadline_ns: int = 0,
+        expires_ns: int = 0,
     ) -> asyncio.Future[BatchResult]:
         """Enqueue a validated request and return the future of its result. ``priority`` and ``timeout_us``
         are the request's ``priority`` and ``timeout`` parameters (0 = not given); the timeout overrides the
         level's default only where its queue policy has ``allow_timeout_override``. ``deadline_ns``
-        (``time.monotonic_ns()``, 0 = none) is when its SLO runs out: its batch fires early for it."""
+        (``time.monotonic_ns()``, 0 = none) is when its SLO runs out: its batch fires early for it.
+        ``expires_ns`` (0 = none) is its hard deadline: it is answered with ``DeadlineExceeded`` then."""
         if not self._accepting:
             raise Unavailable(f"model {self.model!r} version {self.version} is shutting down")
         rows = next(iter(feeds.values())).shape[0] if self.config.max_batch_size > 0 and feeds else 1
@@ -122,6 +136,10 @@ class Batcher:
         self._inflight += 1
         self._idle.clear()
         item.future.add_done_callback(lambda _f: self._finished(item))
+        if expires_ns:
+            left_s = max(0.0, (expires_ns - time.monotonic_ns()) / 1e9)
+            timer = asyncio.get_running_loop().call_later(left_s, self._expire, item, expires_ns)
+            item.future.add_done_callback(lambda _f: timer.cancel())
         self._report()
         self._wakeup.set()
         self.start()
@@ -151,6 +169,18 @@ class Batcher:
         for item in list(items):
             if not item.future.done():
                 item.future.set_exception(error)
+
+    def _expire(self, item: QueuedRequest, expires_ns: int) -> None:
+        if item.future.done():
+            return
+        given_ms = (expires_ns - item.enqueued_ns) / 1e6
+        where = "waiting in the queue" if item.queued else "while its batch was running on the backend"
+        item.future.set_exception(
+            DeadlineExceeded(
+                f"request to model {self.model!r} version {self.version} ran past its deadline "
+                f"({given_ms:.0f} ms after it arrived) {where}"
+            )
+        )
 
     # -- queue bookkeeping ------------------------------------------------------------------------------
 
@@ -249,7 +279,9 @@ class Batcher:
             try:
                 feeds, layout = merge(self.config, [it.feeds for it in batch])
                 t1 = time.monotonic_ns()
-                outputs = await self.runner.infer(feeds)
+                outputs = await self._run(batch, feeds, rows, t0)
+                if outputs is None:
+                    return  # every request ran past its deadline; reported as a failed batch
                 t2 = time.monotonic_ns()
                 pieces = split(self.config, outputs, layout)
                 if len(pieces) != len(batch):
@@ -280,3 +312,26 @@ class Batcher:
             self._running.pop(id(batch), None)
             self._slots.release()
             self._wakeup.set()
+
+    async def _run(
+        self, batch: list[QueuedRequest], feeds: Mapping[str, np.ndarray], rows: int, t0: int
+    ) -> dict[str, np.ndarray] | None:
+        """The backend's outputs, or ``None`` when every request of the batch ran past its deadline first
+        (the call is then awaited to its end, holding the batch's slot, and its result dropped)."""
+        call = asyncio.ensure_future(self.runner.infer(feeds))
+        waiting = [it.future for it in batch if not it.future.done()]
+        while waiting and not call.done():
+            await asyncio.wait([call, *waiting], return_when=asyncio.FIRST_COMPLETED)
+            waiting = [f for f in waiting if not f.done()]
+        if call.done():
+            return await call
+        futures = [it.future for it in batch]
+        if not any(not f.cancelled() and isinstance(f.exception(), DeadlineExceeded) for f in futures):
+            return await call  # cancelled by their clients, not run out: wait as before
+        self._overrunning += 1
+        self._batch_done(rows, len(batch), (time.monotonic_ns() - t0) / 1e9, False)
+        try:
+            await asyncio.gather(call, return_exceptions=True)
+        finally:
+            self._overrunning -= 1
+        return None

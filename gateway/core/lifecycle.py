@@ -83,6 +83,13 @@ class ModelManager:
             if self._registry.get(spec.name) is None:
                 self._registry.put(ModelRecord(spec.name, spec, (), UNLOADED))
 
+    def mark_serving(self, why: str) -> None:
+        """Say on every serving model why its repository copy was not read this time (it keeps serving; the
+        next good scan clears it)."""
+        for record in self._registry.records():
+            if record.ready:
+                self.refuse(record.name, why)
+
     def refuse(self, name: str, error: str) -> None:
         """Record that the repository's copy of ``name`` cannot be read."""
         record = self._registry.get(name)

@@ -56,6 +56,7 @@ class PolicyContext:
     now_s: float  # time.monotonic() when the request arrived
     terms: SloTerms = NO_TERMS  # SLO, accuracy floor, client deadline
     seq: int = 0  # the service's number for the request; its ``RequestEvent`` carries the same
+    avoided: frozenset[str] = frozenset()  # READY variants left out of the candidates as unhealthy
 
 
 class Policy(Protocol):

@@ -1,6 +1,7 @@
 """Baseline policies, for comparison with ``SloPolicy`` (selected with ``VARIGATE_POLICY``):
 
-- ``StaticPolicy``: always one named variant (``static:int8``), as every serving system does today.
+- ``StaticPolicy``: always one named variant (``static:int8``), as every serving system does today; while
+  that variant's circuit is open (``PolicyContext.avoided``), the most accurate of the others.
 - ``InfaasPolicy``: INFaaS (ATC'21) style: among the variants whose *profiled* latency (card p99 at the
   request's batch size) fits the SLO, the one with the least slack (the slowest that fits), skipping
   variants on its blacklist of overloaded ones; none fits: the fastest profiled. A variant is blacklisted for
@@ -36,6 +37,10 @@ class StaticPolicy:
             if self.variant in (c.variant, c.model_name):
                 self._observer.selection(logical_model, c.model_name, "static")
                 return c
+        if candidates and any(self.variant in (name, name.partition(".")[2]) for name in context.avoided):
+            chosen = MostAccuratePolicy().choose(logical_model, candidates, context)
+            self._observer.selection(logical_model, chosen.model_name, "static_unhealthy")
+            return chosen
         ready = sorted(c.model_name for c in candidates)
         raise ModelNotReady(
             f"static policy variant {self.variant!r} of model {logical_model!r} is not ready; ready: {ready}"

@@ -6,7 +6,10 @@ was routed is always accepted or refused, never lost to a reload), and answers w
 ``parameters["varigate_variant"]``. Models come from a ``ModelSource`` and run on a ``ModelLoader``'s
 runners, per the Triton control mode. A request's SLO terms (``gateway.core.slo``) go to the policy, its
 deadline to the batcher, and the answer says ``varigate_slo_met``; with a ``DriftMonitor``, a fraction of
-answered requests is shadowed on spare capacity (``gateway.core.shadow``).
+answered requests is shadowed on spare capacity (``gateway.core.shadow``). A hard deadline (the client's
+gRPC deadline, or the ``deadline_ms`` parameter) is answered with ``DeadlineExceeded`` when it passes. The
+policy sees only the variants whose circuit is closed (``gateway.core.health``). A poll that cannot read
+the repository at all changes nothing: models keep serving, their index reason says why, once logged.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from gateway.core.drift import DriftMonitor
 from gateway.core.errors import (
     BackendError,
     GatewayError,
+    InvalidInput,
     ModelLoadError,
     ModelNotFound,
     Unavailable,
     Unsupported,
 )
+from gateway.core.health import Health, HealthConfig, HealthFeed, HealthObserver
 from gateway.core.lifecycle import ModelManager
 from gateway.core.observer import NullObserver, Observer, Outcome, RequestEvent
 from gateway.core.policy import BatchAware, Candidate, MostAccuratePolicy, Policy, PolicyContext, PolicyFeed
@@ -44,6 +49,7 @@ from gateway.core.validation import validate
 logger = logging.getLogger(__name__)
 
 VARIANT_PARAMETER = "varigate_variant"
+DEADLINE_PARAMETER = "deadline_ms"  # request: answer DEADLINE_EXCEEDED after this many ms
 LOAD_ALL = "*"
 DEFAULT_EXTENSIONS = (
     "binary_tensor_data",
@@ -72,6 +78,7 @@ class Service:
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         strict_readiness: bool = True,
         drift: DriftMonitor | None = None,
+        health: HealthConfig | None = None,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
@@ -88,6 +95,8 @@ class Service:
         feed: Observer = StatsObserver(self._stats, self._observer)
         if isinstance(self.policy, BatchAware):  # it learns from every executed batch too
             feed = PolicyFeed(feed, self.policy)
+        self.health = Health(health, self._observer if isinstance(self._observer, HealthObserver) else None)
+        feed = HealthFeed(feed, self.health)
         self._manager = ModelManager(self._registry, loader, feed)
         self._shadow = Shadower(drift, self._registry) if drift is not None else None
         self._seq = itertools.count(1)
@@ -96,6 +105,7 @@ class Service:
         self._closed = False
         self._drain_deadline: float | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._repository_error = ""
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -122,8 +132,20 @@ class Service:
         self._started = True
 
     async def poll_once(self) -> None:
-        """Re-scan the repository and apply what changed (what the poll task does every interval)."""
-        await self._manager.sync(await asyncio.to_thread(self._source.scan))
+        """Re-scan the repository and apply what changed (what the poll task does every interval). A
+        repository that cannot be read at all (gone, not a directory, no permission) changes nothing."""
+        try:
+            scan = await asyncio.to_thread(self._source.scan)
+        except OSError as e:
+            if str(e) != self._repository_error:
+                logger.error("%s; models keep serving what is loaded", e)
+            self._repository_error = str(e)
+            self._manager.mark_serving(f"{e}; the repository was not re-read")
+            return
+        if self._repository_error:
+            logger.warning("model repository readable again; applying its changes")
+            self._repository_error = ""
+        await self._manager.sync(scan)
 
     async def drain(self, timeout_s: float | None = None) -> None:
         """Stop accepting requests (they get ``Unavailable``) and wait until every accepted one finished;
@@ -172,7 +194,11 @@ class Service:
             valid = validate(request, record.spec.config)
             deadline_ns = started + round(terms.slo_s * 1e9) if terms.slo_s is not None else 0
             future = version.batcher.submit(
-                valid.feeds, priority=valid.priority, timeout_us=valid.timeout_us, deadline_ns=deadline_ns
+                valid.feeds,
+                priority=valid.priority,
+                timeout_us=valid.timeout_us,
+                deadline_ns=deadline_ns,
+                expires_ns=_expires_ns(request, started),
             )
             result = await future
             outputs = [_tensor(name, result) for name in valid.outputs]
@@ -210,8 +236,11 @@ class Service:
         terms: SloTerms,
         seq: int,
     ) -> tuple[ModelRecord, VersionState]:
+        healthy = [(r, v) for r, v in targets if self._routable(r, v)]
+        avoided = frozenset(r.name for r, _ in targets) - {r.name for r, _ in healthy}
+        targets = healthy or targets  # every variant avoided: let the policy try them all
         candidates = [_candidate(r, v) for r, v in targets]
-        context = PolicyContext(request, _rows(request), now_ns / 1e9, terms, seq)
+        context = PolicyContext(request, _rows(request), now_ns / 1e9, terms, seq, avoided)
         chosen = self.policy.choose(logical, candidates, context)
         for target, candidate in zip(targets, candidates):
             if candidate == chosen:
@@ -219,6 +248,10 @@ class Service:
         raise GatewayError(
             f"policy {type(self.policy).__name__} chose {chosen.model_name!r}, not a candidate"
         )
+
+    def _routable(self, record: ModelRecord, version: VersionState) -> bool:
+        stuck = version.batcher is not None and version.batcher.overrunning > 0
+        return not stuck and self.health.routable(record.name)
 
     def _finish(
         self,
@@ -356,6 +389,22 @@ def _candidate(record: ModelRecord, version: VersionState) -> Candidate:
         batcher.inflight,
         batcher,
     )
+
+
+def _expires_ns(request: InferRequest, started_ns: int) -> int:
+    """The request's hard deadline (``time.monotonic_ns()``, 0 = none): its client's deadline or its
+    ``deadline_ms`` parameter, whichever comes first."""
+    found = [round(request.deadline_s * 1e9)] if request.deadline_s is not None else []
+    given = request.parameters.get(DEADLINE_PARAMETER)
+    if given is not None:
+        ok = isinstance(given, (int, float)) and not isinstance(given, bool) and 0 < given < 1e12
+        if not ok:
+            raise InvalidInput(
+                f"request parameter {DEADLINE_PARAMETER!r} for model {request.model_name!r} must be a "
+                f"positive number of milliseconds, got {given!r}"
+            )
+        found.append(started_ns + round(given * 1e6))
+    return min(found, default=0)
 
 
 def _rows(request: InferRequest) -> int:
