@@ -78,9 +78,10 @@ def check(result: Any, ids: np.ndarray, mask: np.ndarray) -> str:
 async def timed(call: Any) -> tuple[float, Any]:
     t0 = time.monotonic()
     try:
-        return time.monotonic() - t0, await call
+        result = await call
     except InferenceServerException as e:
-        return time.monotonic() - t0, e
+        result = e
+    return time.monotonic() - t0, result
 
 
 async def until_variant(http: Any, variant: str, timeout_s: float) -> int:
@@ -144,7 +145,9 @@ async def test_raising_variant_fails_only_its_batches_and_is_routed_around(fault
         faulty.set()  # repaired: after the cool-down one probe goes to int8, succeeds, the circuit closes
         switched_off = time.monotonic()
         await until_variant(http, "tiny.int8", timeout_s=COOLDOWN_S + 5)
-        assert time.monotonic() - switched_off < COOLDOWN_S + 5
+        back_s = time.monotonic() - switched_off
+        assert back_s < COOLDOWN_S + 5
+        print(f"\nraising: {len(failures)} failed before routing around (K={K}); back {back_s:.2f} s")
         assert await asyncio.to_thread(gw.metric, "varigate_variant_circuit_open", variant="tiny.int8") == 0
         for _ in range(5):
             assert check(await http.infer("tiny", http_inputs(ids, mask)), ids, mask) == "tiny.int8"
@@ -189,6 +192,9 @@ async def test_hanging_variant_answers_at_the_deadline_and_others_proceed(faulty
         assert elapsed < 0.5, elapsed
     assert len(others) >= 5 and all(v == "tiny.fp32" and t < 0.5 for t, v in others), others
     assert back_s <= HANG_S + 3 and recovered_after >= 1
+    slowest = max(t for t, _ in [*during, *others])
+    answered_at = [round(t, 3) for t, _ in stuck]
+    print(f"\nhang: answered at {answered_at} s; others <= {slowest:.3f} s; back at {back_s:.2f} s")
     timeouts = await asyncio.to_thread(
         gw.metric, "varigate_requests_total", variant="tiny.int8", outcome="timeout"
     )
