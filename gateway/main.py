@@ -12,23 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
+import resource
 import signal
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import uvicorn
 from grpc_health.v1.health import aio as health_aio
 
 from gateway.backends.base import DEFAULT_BACKEND
+from gateway.core.health import HealthConfig
 from gateway.core.service import Service
 from gateway.metrics import Metrics
 from gateway.protocol import grpc as grpc_protocol
 from gateway.protocol.codec import RequestLimits
+from gateway.protocol.grpc_limits import GrpcLimits
 from gateway.protocol.http import HttpOptions, create_app
+from gateway.protocol.http_server import GatewayUvicorn, HttpLimits, listen
+from gateway.protocol.http_server import server as http_server
 from gateway.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions
 from gateway.settings import Settings
 
@@ -59,6 +60,19 @@ def build_service(settings: Settings, metrics: Metrics) -> Service:
         strict_readiness=settings.strict_readiness,
         policy=policy,
         drift=drift,
+        default_max_queue_size=settings.default_max_queue_size,
+        health=HealthConfig(settings.circuit_breaker_failures, settings.circuit_breaker_cooldown_secs),
+    )
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        max_connections=settings.http_max_connections,
+        keep_alive_s=settings.http_keep_alive_secs,
+        header_timeout_s=settings.http_header_timeout_secs,
+        body_timeout_s=settings.http_body_timeout_secs,
+        max_header_bytes=settings.http_max_header_bytes,
+        backlog=settings.listen_backlog,
     )
 
 
@@ -70,44 +84,37 @@ def request_limits(settings: Settings) -> RequestLimits:
     )
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handlers: the gateway owns SIGTERM/SIGINT (uvicorn would re-raise
-    the signal after shutting down, killing the process instead of exiting 0)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
-    # without it a response's header and body writes meet Nagle and delayed ACKs (+40 ms per request).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-def _uvicorn(app: Any, settings: Settings) -> _Uvicorn:
-    config = uvicorn.Config(
-        app,
-        lifespan="off",  # the gateway starts and stops the service around all servers
-        log_config=None,  # the gateway's logging configuration, not uvicorn's
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=max(1, math.ceil(settings.exit_timeout_secs)),
-        http="httptools",
-        ws="none",
+def grpc_limits(settings: Settings) -> GrpcLimits:
+    return GrpcLimits(
+        max_message_bytes=settings.max_request_bytes,
+        max_connections=settings.grpc_max_connections,
+        max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+        max_stream_inflight=settings.grpc_max_stream_inflight,
+        keepalive_s=settings.grpc_keepalive_secs,
+        keepalive_timeout_s=settings.grpc_keepalive_timeout_secs,
+        max_connection_idle_s=settings.grpc_max_connection_idle_secs,
+        max_connection_age_s=settings.grpc_max_connection_age_secs,
+        max_connection_age_grace_s=settings.exit_timeout_secs,
+        handshake_timeout_s=settings.grpc_handshake_timeout_secs,
     )
-    return _Uvicorn(config)
+
+
+def raise_fd_limit(settings: Settings) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Go does at start), and warn when even that is
+    below what the connection limits allow: accept() would then fail with EMFILE before they refuse."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    needed = settings.http_max_connections + settings.grpc_max_connections + 256  # models, pipes, metrics
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open-file limit %d is below http_max_connections + grpc_max_connections + 256 = %d; "
+            "lower those limits or raise the limit (ulimit -n)",
+            soft,
+            needed,
+        )
 
 
 @dataclass
@@ -120,7 +127,7 @@ class Gateway:
     http_port: int = 0
     grpc_port: int = 0
     metrics_port: int = 0
-    _servers: list[tuple[_Uvicorn, asyncio.Task[None]]] = field(default_factory=list)
+    _servers: list[tuple[GatewayUvicorn, asyncio.Task[None]]] = field(default_factory=list)
     _grpc: grpc.aio.Server | None = None
     _health: health_aio.HealthServicer | None = None
 
@@ -132,10 +139,7 @@ class Gateway:
                 s.grpc_restricted_protocol, header_prefix=GRPC_HEADER_PREFIX, noun="protocol"
             )
             self._grpc, self._health = grpc_protocol.create_server(
-                self.service,
-                restrictions=rules,
-                max_message_bytes=s.max_request_bytes,
-                request_limits=request_limits(s),
+                self.service, restrictions=rules, limits=grpc_limits(s), request_limits=request_limits(s)
             )
             self.grpc_port = self._grpc.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
             await self._grpc.start()
@@ -156,8 +160,10 @@ class Gateway:
         )
 
     def _serve(self, app: Any, host: str, port: int) -> int:
-        sock = _listen(host, port)
-        server = _uvicorn(app, self.settings)
+        s = self.settings
+        limits = http_limits(s)
+        sock = listen(host, port, limits.backlog)
+        server = http_server(app, limits, log_level=s.log_level, exit_timeout_s=s.exit_timeout_secs)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         self._servers.append((server, task))
         return int(sock.getsockname()[1])
@@ -213,6 +219,7 @@ async def serve(settings: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    raise_fd_limit(settings)
     metrics = Metrics()
     gateway = Gateway(settings, build_service(settings, metrics), metrics)
     try:

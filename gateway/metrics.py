@@ -15,10 +15,16 @@ Variant selection, SLOs and live accuracy drift (``varigate_policy_*``, ``variga
 same registry.
 
 ``render()`` gives the exposition bytes; ``asgi_app()`` serves them on ``/metrics`` (for a separate port).
+
+Label values are bounded: ``model`` / ``variant`` only ever name models the gateway announced (loaded or
+queued, so from the repository). A request event naming anything else is counted with ``model=""``,
+``variant=""``, ``version=""`` (``UNKNOWN_MODEL``), so no request can add a series per name it makes up.
+Today the core reports only routed requests; requests for unknown or unready models are not counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -32,6 +38,7 @@ from gateway.metrics_policy import PolicyMetrics
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+UNKNOWN_MODEL = ""  # model, variant and version label of a request event for a model never announced
 
 # Our failure reasons (GatewayError.reason) -> Triton's nv_inference_request_failure reasons.
 TRITON_REASONS = {
@@ -114,13 +121,20 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.circuit_open = Gauge(
+            "varigate_variant_circuit_open", "1 while the variant's circuit breaker is open", mv, registry=r
+        )
         self.policy = PolicyMetrics(r)  # variant selection, SLOs, drift: the policies' PolicyObserver
         self._lock = threading.Lock()
         self._triton: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self._known: set[str] = set()  # models announced by model_state / queue_changed
 
     # -- Observer ---------------------------------------------------------------------------------------
 
     def request_done(self, event: RequestEvent) -> None:
+        if event.model not in self._known:
+            unknown = UNKNOWN_MODEL
+            event = dataclasses.replace(event, logical_model=unknown, model=unknown, version=unknown)
         mv = (event.logical_model, event.model)
         outcome = event.outcome.value if event.outcome is Outcome.SUCCESS else event.reason
         self.requests.labels(*mv, event.protocol, outcome).inc()
@@ -151,6 +165,7 @@ class Metrics:
             self._add("nv_inference_exec_count", tri, 1)
 
     def queue_changed(self, logical_model: str, model: str, version: str, queued: int, inflight: int) -> None:
+        self._known.add(model)
         self.queue_depth.labels(logical_model, model, version).set(queued)
         self.inflight.labels(logical_model, model, version).set(inflight)
         with self._lock:
@@ -158,7 +173,11 @@ class Metrics:
                 queued
             )
 
+    def circuit_changed(self, logical_model: str, model: str, open_: bool) -> None:
+        self.circuit_open.labels(logical_model, model).set(1 if open_ else 0)
+
     def model_state(self, model: str, version: str, ready: bool) -> None:
+        self._known.add(model)
         self.model_ready.labels(model, version).set(1 if ready else 0)
 
     # -- exposition -------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ Each ``<repo>/<name>/config.pbtxt`` is parsed with Triton's own schema (``triton
 ``model_config_pb2``); its JSON form is kept for the config endpoint. The variant card beside it is read
 when present (a variant without a card is served, without measured facts). Hidden directories are
 ignored; numeric subdirectories are versions, filtered by the config's ``version_policy``.
+
+A model directory may be a symbolic link to a directory inside the repository (an alias, a swapped
+``..data``-style layout); one that resolves outside it is refused in every control mode, and the repository
+API (``RepositoryService``) answers names that are not one plain directory entry with ``InvalidInput``.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ from gateway.core.config import (
     datatype_from_triton,
 )
 from gateway.core.drift import DriftMonitor
+from gateway.core.errors import InvalidInput
+from gateway.core.health import HealthConfig
 from gateway.core.observer import Observer
 from gateway.core.policy import Policy
-from gateway.core.runtime import ControlMode
+from gateway.core.runtime import ControlMode, ModelLoader
 from gateway.core.service import DEFAULT_EXTENSIONS, Service
 from gateway.core.slo import config_default_slo_ms
 
 CONFIG_FILENAME = "config.pbtxt"
+NAME_MAX_BYTES = 255  # the longest file name Linux (NAME_MAX) and common file systems allow
 
 
 class ConfigError(ValueError):
@@ -50,25 +57,79 @@ class ConfigError(ValueError):
 class ModelRepository:
     """The core's ``ModelSource`` over a directory."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, default_max_queue_size: int = 0) -> None:
         self.path = Path(path)
+        self.default_max_queue_size = default_max_queue_size
         if not self.path.is_dir():
             raise ConfigError(f"model repository {str(self.path)!r} is not a directory")
+
+    def outside(self, name: str) -> str:
+        """Why entry ``name`` may not be served because it leads out of the repository ("" when it does
+        not): a symbolic link must resolve to a directory strictly inside the repository's real path."""
+        entry = self.path / name
+        if not entry.is_symlink():
+            return ""
+        root = self.path.resolve()  # now: the repository path may itself be a link that was swapped
+        try:
+            target = entry.resolve()
+        except (OSError, RuntimeError):  # a loop of links
+            target = root
+        if target != root and target.is_relative_to(root):
+            return ""
+        return f"model {name!r} is a symbolic link that resolves outside the model repository"
+
+    def check_name(self, name: str) -> None:
+        """``InvalidInput`` unless ``name`` is a plain model name and, if that entry exists, stays inside."""
+        check_model_name(name)
+        problem = self.outside(name)
+        if problem:
+            raise InvalidInput(problem)
 
     def scan(self) -> RepositoryScan:
         models: dict[str, ModelSpec] = {}
         errors: dict[str, str] = {}
-        for model_dir in sorted(self.path.iterdir()):
-            if model_dir.name.startswith(".") or not model_dir.is_dir():
+        try:  # the repository itself unreadable (gone, not a directory, no permission): OSError, nothing read
+            entries = sorted(self.path.iterdir())
+        except OSError as e:
+            raise OSError(e.errno, f"model repository {str(self.path)!r} cannot be read: {e.strerror}") from None
+        for model_dir in entries:
+            if model_dir.name.startswith("."):
+                continue
+            if problem := self.outside(model_dir.name):
+                errors[model_dir.name] = problem
+                continue
+            if not model_dir.is_dir():
                 continue
             try:
-                models[model_dir.name] = read_model(model_dir)
+                models[model_dir.name] = read_model(model_dir, self.default_max_queue_size)
             except (ConfigError, OSError) as e:
                 errors[model_dir.name] = str(e)
         return RepositoryScan(models, errors)
 
 
-def read_model(model_dir: Path) -> ModelSpec:
+def check_model_name(name: str) -> None:
+    """``InvalidInput`` unless ``name`` can only mean one visible entry directly inside the repository."""
+    problem = ""
+    if not name:
+        problem = "is empty"
+    elif "/" in name:
+        problem = "contains '/'"
+    elif "\0" in name:
+        problem = "contains a NUL character"
+    elif name.startswith("."):
+        problem = "starts with '.' ('.', '..' and hidden entries are not models)"
+    elif not name.isprintable():
+        problem = "contains a control or unprintable character"
+    elif len(name.encode()) > NAME_MAX_BYTES:
+        problem = f"is longer than {NAME_MAX_BYTES} bytes"
+    if problem:
+        shown = repr(name) if len(name) <= 80 else f"{name[:80]!r}... ({len(name)} characters)"
+        raise InvalidInput(f"model name {shown} {problem}; a model name is one directory in the repository")
+
+
+def read_model(model_dir: Path, default_max_queue_size: int = 0) -> ModelSpec:
+    """``default_max_queue_size`` (0 = none) bounds every queue policy that config.pbtxt leaves unbounded;
+    the config endpoint shows the bound in force."""
     config_path = model_dir / CONFIG_FILENAME
     try:
         text = config_path.read_bytes()
@@ -83,6 +144,10 @@ def read_model(model_dir: Path) -> ModelSpec:
             f"{config_path}: name {proto.name!r} does not match its directory {model_dir.name!r}"
         )
     proto.name = model_dir.name
+    if default_max_queue_size and proto.HasField("dynamic_batching"):
+        db = proto.dynamic_batching
+        for policy in (db.default_queue_policy, *db.priority_queue_policy.values()):
+            policy.max_queue_size = policy.max_queue_size or default_max_queue_size
     config = config_from_proto(proto, str(config_path))
     card, card_error, card_bytes = _card(model_dir)
     versions = {int(d.name): _fingerprint(d) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit()}
@@ -245,10 +310,12 @@ def create_service(
     server_version: str = "0.1.0",
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     drift: DriftMonitor | None = None,
+    default_max_queue_size: int = 0,
+    health: HealthConfig | None = None,
 ) -> Service:
     """A ``Service`` over the repository at ``repository``; call ``await service.start()`` to load models."""
-    return Service(
-        ModelRepository(repository),
+    return RepositoryService(
+        ModelRepository(repository, default_max_queue_size),
         BackendLoader(load_backend(backend, **dict(backend_options or {}))),
         control_mode=ControlMode(control_mode),
         startup_models=startup_models,
@@ -259,4 +326,25 @@ def create_service(
         server_version=server_version,
         extensions=extensions,
         drift=drift,
+        health=health,
     )
+
+
+class RepositoryService(Service):
+    """A ``Service`` whose repository API checks each name before it meets the file system: a malformed
+    name, or an entry that links out of the repository, is ``InvalidInput``; a well-formed name that is
+    not there stays ``ModelNotFound`` (the core looks names up among scanned entries, never joins them)."""
+
+    def __init__(self, repository: ModelRepository, loader: ModelLoader, **options: Any) -> None:
+        super().__init__(repository, loader, **options)
+        self.repository = repository
+
+    async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        self._require_explicit("load")
+        self.repository.check_name(name)
+        await super().load_model(name, parameters)
+
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        self._require_explicit("unload")
+        check_model_name(name)
+        await super().unload_model(name, unload_dependents=unload_dependents)

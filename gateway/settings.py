@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gateway.backends.base import DEFAULT_BACKEND
 from gateway.policies import parse_policy
 from gateway.protocol.restricted import parse_restriction
+from gateway.settings_limits import ServerLimits
 
 ENV_PREFIX = "VARIGATE_"
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -29,7 +30,7 @@ def _split(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
+class Settings(ServerLimits):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     repository: Path = Field(Path("model_repository"), description="Triton-style model repository to serve.")
@@ -101,6 +102,12 @@ class Settings(BaseSettings):
         30.0,
         ge=0,
         description="On SIGTERM/SIGINT, how long to wait for accepted requests to finish before exiting.",
+    )
+    circuit_breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failed or timed-out batches after which a variant's circuit opens."
+    )
+    circuit_breaker_cooldown_secs: float = Field(
+        5.0, gt=0, description="Seconds an open circuit keeps requests to the logical model off a variant."
     )
     policy: str = Field(
         "slo",

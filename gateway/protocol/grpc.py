@@ -26,6 +26,7 @@ from gateway.core.api import InferenceService
 from gateway.core.errors import GatewayError, InvalidInput
 from gateway.protocol import grpc_codec as codec
 from gateway.protocol.codec import DEFAULT_LIMITS, RequestLimits
+from gateway.protocol.grpc_limits import GrpcLimits
 from gateway.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions
 from gateway.protocol.status import grpc_code
 
@@ -142,9 +143,12 @@ def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> grpc.RpcMetho
 
 
 class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, service: InferenceService, limits: RequestLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, service: InferenceService, limits: RequestLimits = DEFAULT_LIMITS, max_stream_inflight: int = 64
+    ) -> None:
         self._service = service
         self._limits = limits
+        self._max_stream_inflight = max_stream_inflight
 
     def _decode(self, request: Any) -> Any:
         self._service.check_model(request.model_name, request.model_version)  # before any tensor
@@ -217,9 +221,12 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
         """Requests run concurrently (so one stream's requests can share a batch); responses are written
-        as they complete, each carrying its request's ``id``."""
+        as they complete, each carrying its request's ``id``. At most ``max_stream_inflight`` requests are
+        in progress (until their response is written): the stream is not read further until one is, so
+        a client sending faster than it is served meets HTTP/2 flow control, not an unbounded queue."""
         done: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(self._max_stream_inflight)
 
         async def run(request: Any) -> None:
             done.put_nowait(await self._stream_one(request))
@@ -227,6 +234,7 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         async def read() -> None:
             try:
                 async for request in request_iterator:
+                    await slots.acquire()  # released once its response is written
                     task = asyncio.create_task(run(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -239,6 +247,7 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         try:
             while (item := await done.get()) is not None:
                 yield item
+                slots.release()
         finally:
             reader.cancel()
 
@@ -247,20 +256,19 @@ def create_server(
     service: InferenceService,
     *,
     restrictions: Restrictions | None = None,
-    max_message_bytes: int = 64 * 1024 * 1024,
+    limits: GrpcLimits | None = None,
     request_limits: RequestLimits = DEFAULT_LIMITS,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """An unstarted server with both services added; bind it with ``add_insecure_port``."""
     rules = restrictions or Restrictions(header_prefix=GRPC_HEADER_PREFIX, noun="protocol")
+    bounds = limits or GrpcLimits()
     server = grpc.aio.server(
         interceptors=[GatewayInterceptor(rules)],
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=bounds.options(),
+        maximum_concurrent_rpcs=bounds.max_concurrent_rpcs,
     )
-    pbg.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service, request_limits), server)
+    servicer = InferenceServicer(service, request_limits, bounds.max_stream_inflight)
+    pbg.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     return server, health

@@ -148,6 +148,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Inflate at most ``limit + 1`` bytes, whatever the body holds. One gzip member or zlib stream:
+    bytes after its end (a second gzip member) and a truncated stream are refused, not dropped."""
     d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
         out = d.decompress(body, limit + 1)
@@ -155,6 +157,13 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise InvalidInput(f"request body is not valid {encoding} data: {e}") from None
     if len(out) > limit:
         raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    if body and not d.eof:
+        raise InvalidInput(f"request body is truncated {encoding} data")
+    if d.unused_data:
+        raise InvalidInput(
+            f"request body has {len(d.unused_data)} bytes after the end of its {encoding} data; "
+            "one gzip member or zlib stream is accepted"
+        )
     return out
 
 
@@ -256,7 +265,7 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             raise InvalidInput(f"{what}: {problems}") from None
 
-    @route("/v2/models/{model}/labels", ["POST"], "inference")
+    @route("/v2/models/{model}/labels", ["POST"], "labels")
     async def labels(request: Request) -> Response:
         body = await optional_json(request, _LabelsBody, "the labels request")
         items = [(item.id, item.label) for item in body.labels]
