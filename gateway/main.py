@@ -39,7 +39,7 @@ log = logging.getLogger("gateway")
 def build_service(settings: Settings, metrics: Metrics) -> Service:
     """The core service over the repository, reporting to ``metrics``; not started."""
     from gateway.policies import build_policy
-    from gateway.repository import create_service
+    from gateway.repository import QueueDefaults, create_service
 
     options: dict[str, Any] = {}
     if settings.backend == DEFAULT_BACKEND:
@@ -60,7 +60,9 @@ def build_service(settings: Settings, metrics: Metrics) -> Service:
         strict_readiness=settings.strict_readiness,
         policy=policy,
         drift=drift,
-        default_max_queue_size=settings.default_max_queue_size,
+        queue_defaults=QueueDefaults(
+            settings.default_max_queue_size, round(settings.default_queue_timeout_ms * 1000)
+        ),
         health=HealthConfig(settings.circuit_breaker_failures, settings.circuit_breaker_cooldown_secs),
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,22 @@ class ConfigError(ValueError):
     """A config.pbtxt the gateway cannot serve; the message names the file and the field."""
 
 
+@dataclass(frozen=True, slots=True)
+class QueueDefaults:
+    """What the gateway gives every queue policy that config.pbtxt leaves at Triton's 0 (unbounded): a
+    size (``max_queue_size``) and a time (``default_timeout_microseconds``, REJECT levels only). A
+    config's own non-zero values are kept."""
+
+    max_queue_size: int = 0
+    timeout_us: int = 0
+
+
 class ModelRepository:
     """The core's ``ModelSource`` over a directory."""
 
-    def __init__(self, path: Path | str, default_max_queue_size: int = 0) -> None:
+    def __init__(self, path: Path | str, queue_defaults: QueueDefaults | None = None) -> None:
         self.path = Path(path)
-        self.default_max_queue_size = default_max_queue_size
+        self.queue_defaults = queue_defaults or QueueDefaults()
         if not self.path.is_dir():
             raise ConfigError(f"model repository {str(self.path)!r} is not a directory")
 
@@ -91,7 +102,9 @@ class ModelRepository:
         try:  # the repository itself unreadable (gone, not a directory, no permission): OSError, nothing read
             entries = sorted(self.path.iterdir())
         except OSError as e:
-            raise OSError(e.errno, f"model repository {str(self.path)!r} cannot be read: {e.strerror}") from None
+            raise OSError(
+                e.errno, f"model repository {str(self.path)!r} cannot be read: {e.strerror}"
+            ) from None
         for model_dir in entries:
             if model_dir.name.startswith("."):
                 continue
@@ -101,7 +114,7 @@ class ModelRepository:
             if not model_dir.is_dir():
                 continue
             try:
-                models[model_dir.name] = read_model(model_dir, self.default_max_queue_size)
+                models[model_dir.name] = read_model(model_dir, self.queue_defaults)
             except (ConfigError, OSError) as e:
                 errors[model_dir.name] = str(e)
         return RepositoryScan(models, errors)
@@ -127,9 +140,9 @@ def check_model_name(name: str) -> None:
         raise InvalidInput(f"model name {shown} {problem}; a model name is one directory in the repository")
 
 
-def read_model(model_dir: Path, default_max_queue_size: int = 0) -> ModelSpec:
-    """``default_max_queue_size`` (0 = none) bounds every queue policy that config.pbtxt leaves unbounded;
-    the config endpoint shows the bound in force."""
+def read_model(model_dir: Path, queue_defaults: QueueDefaults | None = None) -> ModelSpec:
+    """``queue_defaults`` bound every queue policy that config.pbtxt leaves unbounded; the config endpoint
+    shows the bounds in force."""
     config_path = model_dir / CONFIG_FILENAME
     try:
         text = config_path.read_bytes()
@@ -144,10 +157,15 @@ def read_model(model_dir: Path, default_max_queue_size: int = 0) -> ModelSpec:
             f"{config_path}: name {proto.name!r} does not match its directory {model_dir.name!r}"
         )
     proto.name = model_dir.name
-    if default_max_queue_size and proto.HasField("dynamic_batching"):
+    bounds = queue_defaults or QueueDefaults()
+    if proto.HasField("dynamic_batching"):
         db = proto.dynamic_batching
         for policy in (db.default_queue_policy, *db.priority_queue_policy.values()):
-            policy.max_queue_size = policy.max_queue_size or default_max_queue_size
+            policy.max_queue_size = policy.max_queue_size or bounds.max_queue_size
+            reject = policy.timeout_action == mc.ModelQueuePolicy.REJECT
+            if reject and bounds.timeout_us and not policy.default_timeout_microseconds:
+                # on top of the model's own batching delay, which a request may always wait out
+                policy.default_timeout_microseconds = bounds.timeout_us + db.max_queue_delay_microseconds
     config = config_from_proto(proto, str(config_path))
     card, card_error, card_bytes = _card(model_dir)
     versions = {int(d.name): _fingerprint(d) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit()}
@@ -310,12 +328,12 @@ def create_service(
     server_version: str = "0.1.0",
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     drift: DriftMonitor | None = None,
-    default_max_queue_size: int = 0,
+    queue_defaults: QueueDefaults | None = None,
     health: HealthConfig | None = None,
 ) -> Service:
     """A ``Service`` over the repository at ``repository``; call ``await service.start()`` to load models."""
     return RepositoryService(
-        ModelRepository(repository, default_max_queue_size),
+        ModelRepository(repository, queue_defaults),
         BackendLoader(load_backend(backend, **dict(backend_options or {}))),
         control_mode=ControlMode(control_mode),
         startup_models=startup_models,

@@ -22,6 +22,17 @@ class ServerLimits(BaseSettings):
         "batches of 32, about a second of MiniLM on 2 cores: deeper queues only add latency nobody waits "
         "for. A config's own non-zero max_queue_size is kept; 0 here leaves those levels unbounded.",
     )
+    default_queue_timeout_ms: float = Field(
+        1000.0,
+        ge=0,
+        description="Queue timeout (Triton's default_timeout_microseconds) given to every REJECT priority "
+        "level whose config.pbtxt sets none, on top of the model's own max_queue_delay: a request that would wait longer is refused at once with 429 / "
+        "RESOURCE_EXHAUSTED (the wait is predicted from the rows queued ahead and the backend's recent time "
+        "per row), and one that still waits longer gets 504 / DEADLINE_EXCEEDED. Under overload a FIFO of "
+        "requests whose clients have given up serves nobody in time; a second covers a deep queue of full "
+        "MiniLM batches. Requests with their own deadline (gRPC deadline, deadline_ms) are also refused early "
+        "when they cannot make it. 0 leaves such levels without a timeout.",
+    )
     listen_backlog: int = Field(
         2048,
         ge=1,

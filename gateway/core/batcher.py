@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from gateway.core.config import ModelConfig
-from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Unavailable
+from gateway.core.config import ModelConfig, TimeoutAction
+from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Overloaded, Unavailable
 from gateway.core.observer import BatchEvent, NullObserver, Observer
 from gateway.core.padding import merge, signature, split
 from gateway.core.queue import BatchResult, QueuedRequest, RequestQueue
@@ -63,7 +63,8 @@ class Batcher:
         self._fire_rows = preferred[-1] if preferred else self._max_rows
         self._delay_ns = (db.max_queue_delay_us if db else 0) * 1000
         self._queue = RequestQueue(model, db, self._wakeup.set)
-        self._slots = asyncio.Semaphore(max(1, max_batches_in_flight or config.instance_count))
+        self._instances = max(1, max_batches_in_flight or config.instance_count)
+        self._slots = asyncio.Semaphore(self._instances)
         self._idle = asyncio.Event()
         self._idle.set()
         self._accepting = True
@@ -132,6 +133,7 @@ class Batcher:
             raise InvalidInput(
                 f"inference request batch-size must be <= {self._max_rows} for {self.model!r}, got {rows}"
             )
+        self._refuse_if_late(rows, priority, timeout_us, expires_ns)
         item = self._queue.push(feeds, rows, signature(self.config, feeds), priority, timeout_us, deadline_ns)
         self._inflight += 1
         self._idle.clear()
@@ -144,6 +146,38 @@ class Batcher:
         self._wakeup.set()
         self.start()
         return item.future
+
+    def predicted_wait_ns(self, rows: int, priority: int = 0) -> int:
+        """How long a request of ``rows`` would take to be answered: the batches needed for the rows
+        queued ahead of it and its own, at the recent batch time, over the batches that run at once (0
+        until a batch has run)."""
+        ahead = self._queue.rows_ahead(priority) + rows
+        batches = -(-ahead // self._fire_rows)
+        return batches * self._compute_ns // self._instances
+
+    def _refuse_if_late(self, rows: int, priority: int, timeout_us: int, expires_ns: int) -> None:
+        """Refuse at once (``Overloaded``: 429 / RESOURCE_EXHAUSTED) a request that the queue would hold
+        past its queue timeout or its hard deadline: an early, cheap no instead of a late one after it
+        took a place in the queue (under overload, a FIFO of doomed requests serves nobody in time)."""
+        if not self._compute_ns:
+            return
+        policy = self._queue.policy_of(priority)
+        timeout = timeout_us if timeout_us and policy.allow_timeout_override else policy.default_timeout_us
+        budgets = []
+        if timeout > 0 and policy.timeout_action is TimeoutAction.REJECT:
+            budgets.append((timeout * 1000, "queue timeout"))
+        if expires_ns:
+            budgets.append((expires_ns - time.monotonic_ns(), "deadline"))
+        if not budgets:
+            return
+        budget_ns, what = min(budgets)
+        wait_ns = self.predicted_wait_ns(rows, priority)
+        if wait_ns > budget_ns:
+            raise Overloaded(
+                f"model {self.model!r} would answer this request in about {wait_ns / 1e6:.0f} ms "
+                f"({self.queued} requests queued ahead), past its {max(0, budget_ns) / 1e6:.0f} ms {what}; "
+                "refused early"
+            )
 
     async def drain(self) -> None:
         """Stop accepting; return when every accepted request has finished."""

@@ -76,6 +76,19 @@ class RequestQueue:
             yield from self._levels[n].normal
             yield from self._levels[n].delayed
 
+    def policy_of(self, priority: int) -> QueuePolicy:
+        return self._levels[self.level_of(priority)].policy
+
+    def rows_ahead(self, priority: int) -> int:
+        """Rows queued at ``priority``'s level and above: what a new request there waits behind."""
+        number = self.level_of(priority)
+        return sum(
+            it.rows
+            for n, level in self._levels.items()
+            if n <= number
+            for it in (*level.normal, *level.delayed)
+        )
+
     def level_of(self, priority: int) -> int:
         if not self._levels_n:
             return 0

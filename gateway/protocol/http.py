@@ -8,11 +8,12 @@ Triton's ``{"error": "..."}`` with the status from ``gateway.protocol.status``; 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,9 +46,12 @@ from gateway.protocol.http_codec import (
 from gateway.protocol.restricted import Restrictions
 from gateway.protocol.status import http_status
 
+T = TypeVar("T")
+
 VARIANT_HEADER = "varigate-variant"
 SLO_HEADER = "varigate-slo-ms"  # request: shortcut for the slo_ms parameter
 SLO_MET_HEADER = "varigate-slo-met"  # response: "true" / "false" when an SLO applied
+_CLIENT_GONE = 499  # nginx's "client closed request"; never read, for logs only
 _DRAIN_CAP_FACTOR = 4  # read (and discard) at most this many times the limit before answering 413
 
 
@@ -117,6 +121,30 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or ``None`` once the client has disconnected: the work is cancelled then, so a
+    request whose client gave up (a timeout, under overload) leaves the queue at once instead of taking a
+    batch slot for an answer nobody reads. gRPC does the same by itself (a cancelled call cancels its
+    handler)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the body has been read, so ``receive`` waits for that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -246,7 +274,9 @@ def create_app(service: InferenceService, options: HttpOptions | None = None) ->
         header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
         decoded = decode_infer_request(body, header_length, name, version, opts.limits)
         infer_request = _with_slo_header(decoded.request, request.headers.get(SLO_HEADER))
-        response = await service.infer(infer_request)
+        response = await unless_client_leaves(request, service.infer(infer_request))
+        if response is None:
+            return Response(status_code=_CLIENT_GONE)  # nobody reads it; uvicorn drops the connection
         payload, json_length = encode_infer_response(response, decoded.request, decoded.binary_data_output)
         variant = response.parameters.get(VARIANT_PARAMETER) or response.model_name
         headers = {VARIANT_HEADER: str(variant)}

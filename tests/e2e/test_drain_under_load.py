@@ -57,7 +57,9 @@ async def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> N
     repo = build_tiny_repository(
         tmp_path / "repo", variants=("fp32",), classifier=False, max_queue_delay_us=20_000
     )
-    gw = GatewayProcess(repo, tmp_path / "gw.log", ["--exit-timeout-secs", str(EXIT_TIMEOUT_S)]).start()
+    # draining is under test, not shedding: no queue timeout, so a busy machine cannot refuse with 429
+    args = ["--exit-timeout-secs", str(EXIT_TIMEOUT_S), "--default-queue-timeout-ms", "0"]
+    gw = GatewayProcess(repo, tmp_path / "gw.log", args).start()
     assert gw.proc is not None
     results: list[tuple[str, float, str]] = []  # (protocol, sent at, outcome)
     inflight: set[asyncio.Task[None]] = set()

@@ -24,9 +24,11 @@ def tiny_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
 
 @pytest.fixture(scope="session")
 def slow_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """slow.fp32: about 10 ms of compute per request, requests run one at a time."""
+    """slow.fp32: about 10 ms of compute per request, requests run one at a time. The gateway's default
+    queue timeout is off, so it holds what it queued (the load tester's own bounds are under test)."""
     tmp = tmp_path_factory.mktemp("lt-slow")
-    gw = GatewayProcess(build_slow_repository(tmp / "repo"), tmp / "gateway.log").start()
+    args = ["--default-queue-timeout-ms", "0"]
+    gw = GatewayProcess(build_slow_repository(tmp / "repo"), tmp / "gateway.log", args).start()
     yield gw
     gw.kill()
 

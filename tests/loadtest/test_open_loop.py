@@ -80,7 +80,8 @@ async def test_closed_loop_keeps_its_concurrency(tiny_gateway: GatewayProcess) -
 
 
 async def test_in_flight_and_time_are_bounded(slow_gateway: GatewayProcess) -> None:
-    driver = make_driver("grpc", slow_gateway.grpc, "slow.fp32", slow_payloads(), timeout_s=0.1)
+    # HTTP: its timeout stays with the client (a gRPC deadline would let the gateway refuse early)
+    driver = make_driver("http-binary", slow_gateway.http, "slow.fp32", slow_payloads(), timeout_s=0.1)
     schedule = arrivals.schedule(arrivals.constant(400), 0.5)
     started = time.monotonic()
     try:
