@@ -27,16 +27,26 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="varigate compress", description=__doc__)
     p.add_argument("source", choices=SOURCES, help="default = minilm and digits")
     p.add_argument("--out", type=Path, default=Path("model_repository"), help="repository directory")
-    p.add_argument("--config", type=Path, help="BuildConfig as JSON (gate, profile, ladders, structured settings)")
+    p.add_argument(
+        "--config", type=Path, help="BuildConfig as JSON (gate, profile, ladders, structured settings)"
+    )
     p.add_argument("--variants", nargs="+", choices=VARIANTS, help="variants to build (fp32 always)")
     p.add_argument("--force", action="store_true", help="rebuild variants that are up to date")
-    p.add_argument("--fast", action="store_true", help="small data, short distillation, short profiles (tests)")
+    p.add_argument(
+        "--fast", action="store_true", help="small data, short distillation, short profiles (tests)"
+    )
     p.add_argument("--name", help="logical model name for module/onnx sources")
     p.add_argument("--module", help="torch.nn.Module (or factory) as package.module:attr")
     p.add_argument("--onnx", type=Path, help="an existing fp32 ONNX file")
-    p.add_argument("--inputs", type=Path, help=".npz of example/evaluation inputs, arrays named as model inputs")
+    p.add_argument(
+        "--inputs", type=Path, help=".npz of example/evaluation inputs, arrays named as model inputs"
+    )
     p.add_argument("--labels", type=Path, help=".npy of class ids for --inputs rows (gates on top-1)")
-    p.add_argument("--plot-dir", type=Path, help="where the accuracy-vs-latency PNGs go (default: <out>/../docs/plots or <out>)")
+    p.add_argument(
+        "--plot-dir",
+        type=Path,
+        help="where the accuracy-vs-latency PNGs go (default: <out>/../docs/plots or <out>)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for source in sources:
             results = pipeline.build(source, args.out, config, log)  # type: ignore[arg-type]
             summaries.append((source, results))
-    except Exception as e:  # noqa: BLE001 - every failure is one clear line and a non-zero exit
+    except Exception as e:
         from compressor.passes.export import ExportError
         from compressor.repository import RepositoryError
         from compressor.sources.custom import SourceError
@@ -129,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         if png:
             print(f"plot: {png}")
     print(f"\ndone in {time.monotonic() - t0:.0f} s")
-    failed = [r for _, rs in summaries for r in rs if r.variant == "fp32" and r.status not in ("built", "up-to-date")]
+    failed = [
+        r
+        for _, rs in summaries
+        for r in rs
+        if r.variant == "fp32" and r.status not in ("built", "up-to-date")
+    ]
     return 1 if failed else 0
 
 

@@ -38,7 +38,9 @@ class GateConfig(BaseModel):
 class ProfileConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_sizes: list[int] | None = Field(None, description="Batch sizes to profile; default 1, 2, 4, ... max batch.")
+    batch_sizes: list[int] | None = Field(
+        None, description="Batch sizes to profile; default 1, 2, 4, ... max batch."
+    )
     warmup: int = Field(3, ge=0, description="Untimed runs before each batch size.")
     min_iterations: int = Field(10, ge=3, description="Timed runs per batch size, at least.")
     max_seconds_per_batch: float = Field(2.0, gt=0, description="Stop timing a batch size after this long.")

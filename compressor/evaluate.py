@@ -59,7 +59,11 @@ def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Score:
     return Score(
         "mean_cosine",
         float(np.mean(cos)),
-        {"min_cosine": float(np.min(cos)), "p01_cosine": float(np.quantile(cos, 0.01)), "nn_top1_agreement": nn_agree},
+        {
+            "min_cosine": float(np.min(cos)),
+            "p01_cosine": float(np.quantile(cos, 0.01)),
+            "nn_top1_agreement": nn_agree,
+        },
     )
 
 
@@ -84,4 +88,8 @@ def batch_dependence(path: Path, batches: Sequence[Feeds], rows: int = 16) -> di
             one = {k: v[:, :length] for k, v in one.items()}
         alone.append(np.asarray(sess.run(None, one)[0])[0])  # type: ignore[attr-defined]
     cos = np.sum(_unit(together) * _unit(np.stack(alone)), axis=1)
-    return {"rows": n, "min_cosine_alone_vs_batched": float(cos.min()), "mean_cosine_alone_vs_batched": float(cos.mean())}
+    return {
+        "rows": n,
+        "min_cosine_alone_vs_batched": float(cos.min()),
+        "mean_cosine_alone_vs_batched": float(cos.mean()),
+    }

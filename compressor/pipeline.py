@@ -129,7 +129,9 @@ class _Run:
         assert self._reference is not None
         return evaluate.fidelity(outputs, self._reference)
 
-    def gate(self, variant: str, fp32: Path, candidates: Iterator[variants.Candidate]) -> tuple[Path | None, dict[str, Any], list[dict[str, Any]], evaluate.Score | None]:
+    def gate(
+        self, variant: str, fp32: Path, candidates: Iterator[variants.Candidate]
+    ) -> tuple[Path | None, dict[str, Any], list[dict[str, Any]], evaluate.Score | None]:
         """Try candidates in order; return the first that passes, with every attempt recorded."""
         self.reference(fp32)
         limit = self.config.gate.max_relative_loss.get(variant, 0.0)
@@ -138,13 +140,25 @@ class _Run:
             try:
                 score = self.score(evaluate.run_batches(path, self.source.eval_batches))
             except Exception as e:  # noqa: BLE001 - a candidate that fails to load or run fails its rung
-                attempts.append({"settings": settings, "passed": False, "error": f"{type(e).__name__}: {e}"[:500]})
+                attempts.append(
+                    {"settings": settings, "passed": False, "error": f"{type(e).__name__}: {e}"[:500]}
+                )
                 self.log(f"  {variant}: candidate failed to run: {e}")
                 continue
             loss = evaluate.relative_loss(score.value, self.ref_value)
             ok = loss <= limit
-            attempts.append({"settings": settings, score.metric: score.value, "relative_loss": loss, "passed": ok, **score.extra})
-            self.log(f"  {variant}: {score.metric}={score.value:.4f} loss={loss:.2%} (limit {limit:.0%}) {'pass' if ok else 'fail'}")
+            attempts.append(
+                {
+                    "settings": settings,
+                    score.metric: score.value,
+                    "relative_loss": loss,
+                    "passed": ok,
+                    **score.extra,
+                }
+            )
+            self.log(
+                f"  {variant}: {score.metric}={score.value:.4f} loss={loss:.2%} (limit {limit:.0%}) {'pass' if ok else 'fail'}"
+            )
             if ok:
                 return path, settings, attempts, score
         return None, {}, attempts, None
@@ -165,21 +179,36 @@ class _Run:
         bs = 8 if 8 in common else common[-1]
         ratio = mine[bs] / theirs[bs]
         word = "faster" if ratio >= 1.05 else "slower" if ratio <= 0.95 else "about as fast"
-        return [f"{word} than fp32 on this CPU: {ratio:.2f}x fp32 throughput at batch {bs} (profiled separately; "
-                "see docs/BENCHMARKS.md for side-by-side ratios)"]
+        return [
+            f"{word} than fp32 on this CPU: {ratio:.2f}x fp32 throughput at batch {bs} (profiled separately; "
+            "see docs/BENCHMARKS.md for side-by-side ratios)"
+        ]
 
-    def write(self, variant: str, onnx_path: Path, settings: dict[str, Any], attempts: list[dict[str, Any]],
-              score: evaluate.Score, key: str, notes: list[str]) -> VariantCard:
+    def write(
+        self,
+        variant: str,
+        onnx_path: Path,
+        settings: dict[str, Any],
+        attempts: list[dict[str, Any]],
+        score: evaluate.Score,
+        key: str,
+        notes: list[str],
+    ) -> VariantCard:
         src = self.source
-        points, conditions = profile(onnx_path, src.profile_feeds, src.serving.max_batch_size, self.config.profile)
+        points, conditions = profile(
+            onnx_path, src.profile_feeds, src.serving.max_batch_size, self.config.profile
+        )
         notes = [*notes, *self.speed_notes(variant, points)]
         limit = self.config.gate.max_relative_loss.get(variant, 0.0)
         loss = evaluate.relative_loss(score.value, self.ref_value)
         dependence: dict[str, Any] = {}
         if "dynamic" in str(settings.get("pass", "")) and src.task == "embedding":
             dependence = evaluate.batch_dependence(onnx_path, src.eval_batches)
-            notes = [*notes, "int8 dynamic: activation scales are computed per batch, so outputs depend on "
-                     f"batch-mates (worst cosine alone vs batched {dependence['min_cosine_alone_vs_batched']:.4f})"]
+            notes = [
+                *notes,
+                "int8 dynamic: activation scales are computed per batch, so outputs depend on "
+                f"batch-mates (worst cosine alone vs batched {dependence['min_cosine_alone_vs_batched']:.4f})",
+            ]
         card = VariantCard(
             logical_model=src.logical_model,
             variant=variant,
@@ -208,7 +237,11 @@ def build(source: Source, repo: Path, config: BuildConfig, log: Log = print) -> 
         run = _Run(source, repo, config, Path(tmp), log)
         keys: dict[str, str] = {}
         for variant in config.variants:
-            upstream = keys.get("pruned-structured", "") if variant == "pruned-structured-int8" else keys.get("fp32", "")
+            upstream = (
+                keys.get("pruned-structured", "")
+                if variant == "pruned-structured-int8"
+                else keys.get("fp32", "")
+            )
             keys[variant] = key = build_key(source, variant, config, upstream if variant != "fp32" else "")
             t0 = time.monotonic()
             name = run.name(variant)
@@ -246,7 +279,9 @@ def _build_one(run: _Run, variant: str, key: str, done: list[VariantResult]) -> 
             settings: dict[str, Any] = {"pass": "copy of the given ONNX file", "source": str(src.onnx_path)}
         else:
             variants._export(src, src.torch_module, path)
-            diff = variants.export.parity(src.torch_module, path, [src.example_inputs, *src.eval_batches[:2]], cfg.parity_atol)
+            diff = variants.export.parity(
+                src.torch_module, path, [src.example_inputs, *src.eval_batches[:2]], cfg.parity_atol
+            )
             settings = {"pass": "torch.onnx.export (TorchScript), opset 17", "parity_max_abs_diff": diff}
             run.log(f"  fp32: export parity max |onnx - torch| = {diff:.2e}")
         ref = run.reference(path)
@@ -283,9 +318,13 @@ def _build_one(run: _Run, variant: str, key: str, done: list[VariantResult]) -> 
 
 def _notes(variant: str, done: list[VariantResult]) -> list[str]:
     if variant == "pruned":
-        return ["unstructured sparsity: onnxruntime's dense kernels do not skip zeros, so this variant is not faster than fp32"]
+        return [
+            "unstructured sparsity: onnxruntime's dense kernels do not skip zeros, so this variant is not faster than fp32"
+        ]
     if variant == "fp16":
-        return ["fp16 on onnxruntime's CPU provider: operators without an fp16 CPU kernel stay fp32 behind Casts"]
+        return [
+            "fp16 on onnxruntime's CPU provider: operators without an fp16 CPU kernel stay fp32 behind Casts"
+        ]
     return []
 
 
@@ -298,8 +337,13 @@ def _write_report(repo: Path, source: Source, results: list[VariantResult]) -> N
         except json.JSONDecodeError:
             report = {}
     report[source.logical_model] = {
-        r.variant: {"model_name": r.model_name, "status": r.status, "reason": r.reason, "attempts": r.attempts,
-                    "seconds": round(r.seconds, 1)}
+        r.variant: {
+            "model_name": r.model_name,
+            "status": r.status,
+            "reason": r.reason,
+            "attempts": r.attempts,
+            "seconds": round(r.seconds, 1),
+        }
         for r in results
     }
     write_file(repo, BUILD_REPORT, json.dumps(report, indent=2, sort_keys=True, default=str).encode())

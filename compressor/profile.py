@@ -66,7 +66,9 @@ def profile(
     steal0, total0 = cpu_times()
     for bs in batch_sizes(max_batch, config.batch_sizes):
         feeds = feeds_for(bs)
-        times = time_runs(lambda: sess.run(None, feeds), config.warmup, config.min_iterations, config.max_seconds_per_batch)  # type: ignore[attr-defined]
+        times = time_runs(
+            lambda: sess.run(None, feeds), config.warmup, config.min_iterations, config.max_seconds_per_batch
+        )  # type: ignore[attr-defined]
         ms = np.asarray(times) * 1000.0
         points.append(
             BatchProfile(

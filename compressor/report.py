@@ -24,16 +24,38 @@ def _tput(card: VariantCard, bs: int) -> float | None:
 
 def table(results: list[VariantResult]) -> str:
     fp32 = next((r.card for r in results if r.variant == "fp32" and r.card), None)
-    head = ("variant", "size MB", "accuracy", "p50/p99 b1 ms", "p50/p99 b8 ms", "speed-up b8", "gate", "status")
+    head = (
+        "variant",
+        "size MB",
+        "accuracy",
+        "p50/p99 b1 ms",
+        "p50/p99 b8 ms",
+        "speed-up b8",
+        "gate",
+        "status",
+    )
     rows: list[tuple[str, ...]] = []
     for r in results:
         c = r.card
         if c is None:
-            rows.append((r.model_name, "-", "-", "-", "-", "-", "FAIL" if r.status == "failed" else "-", f"{r.status}: {r.reason}"))
+            rows.append(
+                (
+                    r.model_name,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "FAIL" if r.status == "failed" else "-",
+                    f"{r.status}: {r.reason}",
+                )
+            )
             continue
+
         def lat(bs: int) -> str:
             a, b = _p(c, bs, "p50_ms"), _p(c, bs, "p99_ms")
             return f"{a:.2f}/{b:.2f}" if a is not None and b is not None else "-"
+
         mine, ref = _tput(c, 8), _tput(fp32, 8) if fp32 else None
         speed = f"{mine / ref:.2f}x" if mine and ref else "-"
         acc = f"{c.accuracy.metric}={c.accuracy.value:.4f}"
@@ -42,8 +64,10 @@ def table(results: list[VariantResult]) -> str:
         gate = f"{'pass' if c.gate.passed else 'FAIL'} ({c.accuracy.relative_loss:+.2%} / {c.gate.max_relative_loss:.0%})"
         rows.append((r.model_name, f"{c.size_bytes / 1e6:.1f}", acc, lat(1), lat(8), speed, gate, r.status))
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip()
+
     return "\n".join([fmt(head), fmt(tuple("-" * w for w in widths)), *(fmt(r) for r in rows)])
 
 
@@ -65,7 +89,9 @@ def plot(results: list[VariantResult], dst: Path, batch_size: int = 8) -> Path |
         ax.annotate(c.variant, (lat, acc), textcoords="offset points", xytext=(6, 4), fontsize=9)
     c0 = cards[0]
     ax.set_xlabel(f"p50 latency at batch {batch_size} (ms, onnxruntime CPU)")
-    ax.set_ylabel(f"{c0.accuracy.metric} ({'vs fp32' if c0.accuracy.metric == 'mean_cosine' else 'held-out'})")
+    ax.set_ylabel(
+        f"{c0.accuracy.metric} ({'vs fp32' if c0.accuracy.metric == 'mean_cosine' else 'held-out'})"
+    )
     ax.set_title(f"{c0.logical_model}: accuracy vs latency per variant")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()

@@ -125,7 +125,9 @@ def check_writable(repo: Path) -> None:
             break
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
-        raise RepositoryError(f"output repository {str(repo)!r} is not a directory: {str(probe_dir)!r} is a file")
+        raise RepositoryError(
+            f"output repository {str(repo)!r} is not a directory: {str(probe_dir)!r} is a file"
+        )
     try:
         tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".varigate-write-probe-").close()
     except OSError as e:
@@ -138,7 +140,12 @@ def staging_root(repo: Path) -> Path:
 
 
 def write_variant(
-    repo: Path, name: str, onnx_file: Path, cfg: mc.ModelConfig, card: VariantCard, extra_files: dict[str, bytes] | None = None
+    repo: Path,
+    name: str,
+    onnx_file: Path,
+    cfg: mc.ModelConfig,
+    card: VariantCard,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Build the model directory in staging, then swap it into ``repo/name`` atomically."""
     check_writable(repo)

@@ -47,7 +47,9 @@ class Source:
     int8_mode: str = "dynamic"
     # Source-specific structured prune + distil: (teacher, settings, attempt) -> smaller student module.
     # ``attempt`` counts up along the fallback ladder (0 = default, 1+ = train longer / prune less).
-    structured: Callable[[torch.nn.Module, dict[str, Any], int], tuple[torch.nn.Module, dict[str, Any]]] | None = None
+    structured: (
+        Callable[[torch.nn.Module, dict[str, Any], int], tuple[torch.nn.Module, dict[str, Any]]] | None
+    ) = None
     # Identity of the source for build keys (weights hash, dataset seed, ...).
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)

@@ -45,7 +45,17 @@ from pathlib import Path
 
 # Modules whose text is not prose (``this`` is rot13), that act on import, or that are only test scaffolding.
 _SKIP = frozenset(
-    {"this", "antigravity", "__hello__", "__phello__", "readline", "rlcompleter", "test", "idlelib", "turtledemo"}
+    {
+        "this",
+        "antigravity",
+        "__hello__",
+        "__phello__",
+        "readline",
+        "rlcompleter",
+        "test",
+        "idlelib",
+        "turtledemo",
+    }
 )
 _SKIP_PREFIXES = ("_test", "_xx", "xx", "_ctypes_test")
 # Installed packages whose docstrings are added (parsed, never imported).
@@ -60,7 +70,9 @@ _MARKUP = re.compile(r"``|\*\*|(?<!\w)\*(?=\w)|(?<=\w)\*(?!\w)|`")
 _BAD = ("http", "://", ">>>", "\\", "|", "{", "}", "==", "-->", "+--", "www.", "::")
 
 
-def load_corpus(max_train: int = 60000, max_heldout: int = 1000, seed: int = 0) -> tuple[list[str], list[str]]:
+def load_corpus(
+    max_train: int = 60000, max_heldout: int = 1000, seed: int = 0
+) -> tuple[list[str], list[str]]:
     """Return ``(train_sentences, heldout_sentences)``, disjoint by source, deterministic for a seed."""
     if max_train < 0 or max_heldout < 0:
         raise ValueError(f"max_train and max_heldout must be >= 0, got {max_train} and {max_heldout}")

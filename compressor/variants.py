@@ -27,7 +27,9 @@ def fp16_candidates(source: Source, fp32: Path, work: Path, config: BuildConfig)
     yield dst, {"pass": "fp16", **fp16.apply(fp32, dst)}
 
 
-def int8_candidates(source: Source, base: Path, work: Path, config: BuildConfig, tag: str) -> Iterator[Candidate]:
+def int8_candidates(
+    source: Source, base: Path, work: Path, config: BuildConfig, tag: str
+) -> Iterator[Candidate]:
     if source.int8_mode == "static":
         from compressor.passes import int8_static
 
@@ -55,12 +57,17 @@ def structured_candidates(source: Source, fp32: Path, work: Path, config: BuildC
     if source.torch_module is None or source.structured is None:
         raise SkipVariant("needs a torch module with a structured prune + distil routine")
     for attempt in range(config.structured_attempts):
-        student, info = source.structured(source.torch_module, dict(config.structured.get(source.logical_model, {})), attempt)
-        yield _export(source, student, work / f"structured{attempt}.onnx"), {
-            "pass": "structured prune + distil",
-            "attempt": attempt,
-            **info,
-        }
+        student, info = source.structured(
+            source.torch_module, dict(config.structured.get(source.logical_model, {})), attempt
+        )
+        yield (
+            _export(source, student, work / f"structured{attempt}.onnx"),
+            {
+                "pass": "structured prune + distil",
+                "attempt": attempt,
+                **info,
+            },
+        )
 
 
 class SkipVariant(Exception):

@@ -25,8 +25,12 @@ _BAD_NODE = re.compile(r"node \(([^)]+)\)")
 class Fp16Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    keep_io_types: bool = Field(True, description="Graph inputs and outputs stay fp32, so clients are unchanged.")
-    op_block_list: list[str] = Field(default_factory=list, description="Operator types kept in fp32 from the start.")
+    keep_io_types: bool = Field(
+        True, description="Graph inputs and outputs stay fp32, so clients are unchanged."
+    )
+    op_block_list: list[str] = Field(
+        default_factory=list, description="Operator types kept in fp32 from the start."
+    )
     max_rounds: int = Field(20, ge=1, description="Load attempts while discovering unsupported operators.")
 
 
@@ -50,7 +54,7 @@ def apply(src: Path, dst: Path, config: Fp16Config | None = None) -> dict[str, o
         onnx.save(converted, str(dst))
         try:
             ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as e:
             msg = str(e)
             op, node = _NO_KERNEL.search(msg), _BAD_NODE.search(msg)
             if op and op.group(1) not in blocked:
@@ -60,7 +64,9 @@ def apply(src: Path, dst: Path, config: Fp16Config | None = None) -> dict[str, o
             else:
                 raise
             continue
-        fp16_ops = sorted({n.op_type for n in converted.graph.node if n.op_type not in blocked and n.op_type != "Cast"})
+        fp16_ops = sorted(
+            {n.op_type for n in converted.graph.node if n.op_type not in blocked and n.op_type != "Cast"}
+        )
         return {
             "keep_io_types": config.keep_io_types,
             "ops_kept_fp32": sorted(set(blocked) - set(float16.DEFAULT_OP_BLOCK_LIST)),

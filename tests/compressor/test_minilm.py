@@ -28,15 +28,33 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def minilm_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("minilm") / "repo"
-    args = ["minilm", "--out", str(out), "--fast", "--quiet", "--variants", "fp16", "int8", "pruned-structured", "pruned-structured-int8"]
+    args = [
+        "minilm",
+        "--out",
+        str(out),
+        "--fast",
+        "--quiet",
+        "--variants",
+        "fp16",
+        "int8",
+        "pruned-structured",
+        "pruned-structured-int8",
+    ]
     assert cli.main(args) == 0
     return out
 
 
 def _embed(sess: ort.InferenceSession, tokenizer: object, texts: list[str]) -> np.ndarray:
     enc = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="np")  # type: ignore[operator]
-    return np.asarray(sess.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
-                                      "attention_mask": enc["attention_mask"].astype(np.int64)})[0])
+    return np.asarray(
+        sess.run(
+            None,
+            {
+                "input_ids": enc["input_ids"].astype(np.int64),
+                "attention_mask": enc["attention_mask"].astype(np.int64),
+            },
+        )[0]
+    )
 
 
 def test_fp32_export_matches_sentence_transformers(minilm_repo: Path) -> None:
@@ -47,7 +65,9 @@ def test_fp32_export_matches_sentence_transformers(minilm_repo: Path) -> None:
     path = get_model_path()
     st = SentenceTransformer(str(path), device="cpu")
     want = st.encode(TEXTS, normalize_embeddings=True)
-    sess = ort.InferenceSession(str(minilm_repo / "minilm.fp32" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(minilm_repo / "minilm.fp32" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     got = _embed(sess, AutoTokenizer.from_pretrained(str(path)), TEXTS)
     assert got.shape == (5, 384)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
@@ -57,7 +77,9 @@ def test_fp32_export_matches_sentence_transformers(minilm_repo: Path) -> None:
 
 
 def test_dynamic_batch_and_sequence_axes(minilm_repo: Path) -> None:
-    sess = ort.InferenceSession(str(minilm_repo / "minilm.fp32" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(minilm_repo / "minilm.fp32" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     for batch, seq in ((1, 7), (3, 17), (2, 128)):
         ids = np.full((batch, seq), 2000, np.int64)
         ids[:, 0], ids[:, -1] = 101, 102
@@ -83,8 +105,9 @@ def test_variants_meet_their_gates_or_record_why(minilm_repo: Path) -> None:
         assert 0.0 <= card.accuracy.extra["nn_top1_agreement"] <= 1.0
         if variant != "fp32":
             assert card.accuracy.relative_loss <= DEFAULT_MAX_LOSS[variant] + 1e-12
-        sess = ort.InferenceSession(str(minilm_repo / f"minilm.{variant}" / "1" / "model.onnx"),
-                                    providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            str(minilm_repo / f"minilm.{variant}" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
         assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
 
 

@@ -35,13 +35,23 @@ def tiny_embedder(vocab: int) -> MiniLMEmbedder:
     return MiniLMEmbedder(BertModel(config, add_pooling_layer=False)).eval()
 
 
-TEXTS = [f"Sentence number {i} says something about {w} and more." for i, w in enumerate(["cats", "dogs", "code"] * 8)]
+TEXTS = [
+    f"Sentence number {i} says something about {w} and more."
+    for i, w in enumerate(["cats", "dogs", "code"] * 8)
+]
 
 
 def run(tokenizer, **settings):
     teacher = tiny_embedder(tokenizer.vocab_size)
     config = st.StructuredTransformerConfig(
-        **{"distil_steps": 3, "batch_size": 4, "importance_batches": 2, "max_seq_len": 16, "bf16": False, **settings}
+        **{
+            "distil_steps": 3,
+            "batch_size": 4,
+            "importance_batches": 2,
+            "max_seq_len": 16,
+            "bf16": False,
+            **settings,
+        }
     )
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student, info = st.apply(teacher, tokenizer, TEXTS, config)
@@ -49,7 +59,9 @@ def run(tokenizer, **settings):
 
 
 def test_student_is_physically_smaller_and_teacher_untouched(tokenizer) -> None:
-    teacher, before, student, info = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, allocation="per_layer")
+    teacher, before, student, info = run(
+        tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, allocation="per_layer"
+    )
     for layer in student.bert.encoder.layer:
         attn = layer.attention.self
         assert attn.num_attention_heads == 2 and attn.query.weight.shape == (2 * HEAD_DIM, HEADS * HEAD_DIM)
@@ -66,8 +78,9 @@ def test_student_is_physically_smaller_and_teacher_untouched(tokenizer) -> None:
 
 
 def test_global_allocation_keeps_the_total_and_the_minimum(tokenizer) -> None:
-    _, _, student, info = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, min_heads_per_layer=1,
-                              min_ffn_per_layer=4)
+    _, _, student, info = run(
+        tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, min_heads_per_layer=1, min_ffn_per_layer=4
+    )
     assert sum(info["heads_per_layer"]) == 2 * LAYERS and min(info["heads_per_layer"]) >= 1
     assert sum(info["ffn_per_layer"]) == 16 * LAYERS and min(info["ffn_per_layer"]) >= 4
     layers = student.bert.encoder.layer

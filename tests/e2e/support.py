@@ -21,7 +21,9 @@ START_TIMEOUT_S = 60.0
 class GatewayProcess(server.GatewayProcess):
     """``loadtest.server.GatewayProcess`` (the one launcher) with a test's start timeout and metric lookup."""
 
-    def __init__(self, repository: Path, log_path: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
+    def __init__(
+        self, repository: Path, log_path: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+    ):
         super().__init__(repository, log_path, args, env, start_timeout_s=START_TIMEOUT_S)
 
     def metric(self, name: str, **labels: str) -> float:
