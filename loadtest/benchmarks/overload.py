@@ -1,11 +1,11 @@
 """Overload: 3x the gateway's measured capacity, open loop, over HTTP (binary) and gRPC at once.
 
 The target is the real repository's ``minilm.int8`` when ``<repository>/minilm.int8`` exists, else the tiny
-test repository's ``tiny.fp32`` made slow (``tests.policy.slow:SlowBackend``: 40 ms + 10 ms per row, batches
-of 4; the output says which). Capacity is measured first, closed loop. Then every request is sent at its
-scheduled time with a deadline; it is either served (in time or late), refused early with 429 /
-RESOURCE_EXHAUSTED (``overloaded``), or something else (counted as such: timeouts, resets). Reported: answered,
-shed, served in time, p99 of served, refusal latency, gateway RSS and fds before/after.
+test repository's ``tiny.fp32`` made slow (``tests.gateway.policy.slow:SlowBackend``: 40 ms + 10 ms a row,
+batches of 4; the output says which). Capacity is measured first, closed loop. Then every request is sent at
+its scheduled time with a deadline; it is either served (in time or late), refused early with 429 /
+RESOURCE_EXHAUSTED (``overloaded``), or something else (counted as such: timeouts, resets). Reported:
+answered, shed, served in time, p99 of served, refusal latency, gateway RSS and fds before/after.
 
 ``python -m loadtest.benchmarks --only overload`` (section) or ``python -m loadtest.benchmarks.overload
 --seconds 60``.
@@ -78,7 +78,7 @@ def target(repository: Path, scratch: Path) -> Target:
         }
         for _ in range(64)
     )
-    args = ("--backend", "tests.policy.slow:SlowBackend", "--default-max-queue-size", str(TINY_QUEUE))
+    args = ("--backend", "tests.gateway.policy.slow:SlowBackend", "--default-max-queue-size", str(TINY_QUEUE))
     return Target(
         repo,
         "tiny.fp32",

@@ -2,8 +2,8 @@
 gateway's default queue timeout) gets 429 / RESOURCE_EXHAUSTED at once, and an HTTP request whose client
 has gone leaves the queue instead of taking a batch for an answer nobody reads.
 
-The tiny embedder is made slow (``tests.policy.slow:SlowBackend``: 100 ms a batch of at most 2, one batch
-at a time) so that the queue's wait is long and known; the sleep costs no CPU.
+The tiny embedder is made slow (``tests.gateway.policy.slow:SlowBackend``: 100 ms a batch of at most 2,
+one batch at a time) so that the queue's wait is long and known; the sleep costs no CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MODEL = "tiny.fp32"
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    args = ["--backend", "tests.policy.slow:SlowBackend", "--default-queue-timeout-ms", "400"]
+    args = ["--backend", "tests.gateway.policy.slow:SlowBackend", "--default-queue-timeout-ms", "400"]
     yield from run_gateway(
         tmp_path_factory.mktemp("early"),
         [*args, "--shadow-fraction", "0"],

@@ -2,10 +2,10 @@
 correctly in time or with an early 429 / RESOURCE_EXHAUSTED, keeps its goodput and its memory, and serves
 normally right after.
 
-The tiny embedder is made slow (``tests.policy.slow:SlowBackend`` sleeps 40 ms + 10 ms per row of a batch
-of at most 4, one batch at a time: about 50 requests/s) so that 3x capacity is reachable from this process
-on 2 cores; the sleep costs no CPU. The queue bound is the gateway-wide ``--default-max-queue-size`` (the
-tiny config.pbtxt, like the compressor's, sets none).
+The tiny embedder is made slow (``tests.gateway.policy.slow:SlowBackend`` sleeps 40 ms + 10 ms per row of a
+batch of at most 4, one batch at a time: about 50 requests/s) so that 3x capacity is reachable from this
+process on 2 cores; the sleep costs no CPU. The queue bound is the gateway-wide ``--default-max-queue-size``
+(the tiny config.pbtxt, like the compressor's, sets none).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, tiny_ba
 from tests.fixtures.tinyrepo import tiny_reference
 
 MODEL = "tiny.fp32"
-SLOW = "tests.policy.slow:SlowBackend"
+SLOW = "tests.gateway.policy.slow:SlowBackend"
 QUEUE = 8  # two batches queued: a served request waits at most ~3 batches (~250 ms)
 DEADLINE_S = 2.0  # every request's client deadline / timeout, and the "in time" bound
 OVERLOAD = 3.0

@@ -1,5 +1,5 @@
 """Real gateways for the policy tests: ``varigate serve`` in a subprocess on loopback, over the tiny
-repository with a slow fp32 and a fast int8 (``tests.policy.slow:SlowBackend`` sleeps what their cards
+repository with a slow fp32 and a fast int8 (``tests.gateway.policy.slow:SlowBackend`` sleeps what their cards
 profile), driven by ``tritonclient``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.policy.support import DELAYS, SLOW, GatewayProcess, run_gateway
+from tests.gateway.policy.support import DELAYS, SLOW, GatewayProcess, run_gateway
 
 FAST_POLICY = ["--policy-step-up-after-secs", "1", "--policy-min-dwell-secs", "1"]
 

@@ -17,8 +17,17 @@ from tritonclient.utils import InferenceServerException
 
 from tests.e2e.support import infer_inputs, tiny_batch
 from tests.fixtures.tinyrepo import tiny_reference
-from tests.policy.conftest import FAST_POLICY
-from tests.policy.support import DELAYS, SLOW, GatewayProcess, inputs, one, open_loop, run_gateway, share
+from tests.gateway.policy.conftest import FAST_POLICY
+from tests.gateway.policy.support import (
+    DELAYS,
+    SLOW,
+    GatewayProcess,
+    inputs,
+    one,
+    open_loop,
+    run_gateway,
+    share,
+)
 
 
 def switches(gw: GatewayProcess) -> float:

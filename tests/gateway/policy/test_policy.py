@@ -14,8 +14,7 @@ from gateway.core.observer import RequestEvent
 from gateway.core.policy import Candidate, MostAccuratePolicy, PolicyContext
 from gateway.core.types import InferRequest
 from tests.fixtures.tinyrepo import tiny_card
-
-from .conftest import serving, tiny_request
+from tests.gateway.conftest import serving, tiny_request
 
 CONFIG = ModelConfig(name="m", platform="onnxruntime_onnx", max_batch_size=8, inputs=(), outputs=())
 CONTEXT = PolicyContext(InferRequest("m", []), rows=1, now_s=0.0)

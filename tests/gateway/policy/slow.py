@@ -3,7 +3,7 @@ then the runner sleeps out the rest of ``varigate.test_delay_ms`` (``"<per batch
 
 Sleeping costs no CPU, so a "slow fp32, fast int8" repository behaves the same on 2 busy cores as on an idle
 machine: the policy tests measure the policy, not the neighbours. Loaded by name like any backend:
-``varigate serve --backend tests.policy.slow:SlowBackend``.
+``varigate serve --backend tests.gateway.policy.slow:SlowBackend``.
 """
 
 from __future__ import annotations

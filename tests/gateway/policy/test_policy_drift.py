@@ -14,7 +14,7 @@ import tritonclient.http.aio as tha
 
 from tests.e2e.support import tiny_batch
 from tests.fixtures.tinyrepo import tiny_reference
-from tests.policy.support import GatewayProcess, one, open_loop, share
+from tests.gateway.policy.support import GatewayProcess, one, open_loop, share
 
 # The metric names a dashboard would chart.
 COMPARED = "varigate_shadow_requests_total"

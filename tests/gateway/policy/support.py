@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, tiny_batch
 
-SLOW = "tests.policy.slow:SlowBackend"
+SLOW = "tests.gateway.policy.slow:SlowBackend"
 # fp32: 40 ms a batch + 20 ms a row; int8: 8 ms + 2 ms a row (the card profiles say the same)
 DELAYS = (("fp32", 40.0, 20.0), ("int8", 8.0, 2.0), ("bad", 6.0, 1.0), ("pruned", 5.0, 1.0))
 
