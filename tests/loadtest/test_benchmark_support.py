@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ from loadtest.engine import ClosedLoop
 from loadtest.server import GatewayProcess
 from tests.fixtures.tinyrepo import build_tiny_repository
 from tests.loadtest.conftest import tiny_payloads
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _config(path: Path) -> model_config_pb2.ModelConfig:
@@ -37,7 +43,14 @@ def test_serving_copy_edits_batching_and_links_the_model(tmp_path: Path) -> None
 
 def test_ensure_variants_leaves_a_built_repository_alone(tmp_path: Path) -> None:
     repo = build_tiny_repository(tmp_path / "repo")
+    before = _files(repo)
     common.ensure_variants(repo, "tiny", ["fp32", "int8"])  # present: nothing is built (no torch needed)
+    assert _files(repo) == before and (repo / "tiny.int8" / "1" / "model.onnx").is_file()
+    # a missing variant is built by the compressor, which knows no model "tiny": the build fails, loudly
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        common.ensure_variants(repo, "tiny", ["fp32", "fp16"])
+    assert failed.value.cmd[-2:] == ["--variants", "fp16"] and failed.value.returncode == 2
+    assert _files(repo) == before
 
 
 def test_raw_windows_measure_each_batch(tmp_path: Path) -> None:
