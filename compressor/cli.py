@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from compressor.config import VARIANTS, BuildConfig
+from compressor.config import BuildConfig
+from varigate.contract.variants import VARIANTS
 
 SOURCES = ("default", "minilm", "digits", "module", "onnx")
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-VARIANTS = ("fp32", "fp16", "int8", "pruned", "pruned-structured", "pruned-structured-int8")
+from varigate.contract.variants import VARIANTS
+
 DEFAULT_MAX_LOSS = {
     "fp16": 0.01,
     "int8": 0.01,

@@ -25,7 +25,6 @@ from compressor.config import BuildConfig
 from compressor.cpu import cpu_flags
 from compressor.profile import profile
 from compressor.repository import (
-    MODEL_FILENAME,
     check_writable,
     is_up_to_date,
     model_config,
@@ -33,10 +32,10 @@ from compressor.repository import (
     write_variant,
 )
 from compressor.source import Source
-from gateway.core.cards import Accuracy, Gate, VariantCard, read_card
+from varigate.contract.card import Accuracy, Gate, VariantCard, read_card
+from varigate.contract.layout import BUILD_REPORT_FILENAME, model_file, model_name
 
 COMPRESSOR_VERSION = "1"
-BUILD_REPORT = "varigate_build.json"
 Log = Callable[[str], None]
 
 
@@ -114,7 +113,7 @@ class _Run:
         self.ref_value = 0.0
 
     def name(self, variant: str) -> str:
-        return f"{self.source.logical_model}.{variant}"
+        return model_name(self.source.logical_model, variant)
 
     def reference(self, fp32: Path) -> np.ndarray:
         if self._reference is None:
@@ -265,7 +264,7 @@ def build(source: Source, repo: Path, config: BuildConfig, log: Log = print) -> 
 def _fp32_path(run: _Run) -> Path:
     path = run.work / "fp32.onnx"
     if not path.exists():
-        shutil.copyfile(run.repo / run.name("fp32") / "1" / MODEL_FILENAME, path)
+        shutil.copyfile(model_file(run.repo / run.name("fp32")), path)
     return path
 
 
@@ -300,7 +299,7 @@ def _build_one(run: _Run, variant: str, key: str, done: list[VariantResult]) -> 
     else:
         base = work / "pruned-structured.onnx"
         if not base.exists():
-            prior = run.repo / run.name("pruned-structured") / "1" / MODEL_FILENAME
+            prior = model_file(run.repo / run.name("pruned-structured"))
             if not prior.exists():
                 raise variants.SkipVariant("needs the pruned-structured variant, which was not built")
             shutil.copyfile(prior, base)
@@ -329,7 +328,7 @@ def _notes(variant: str, done: list[VariantResult]) -> list[str]:
 
 
 def _write_report(repo: Path, source: Source, results: list[VariantResult]) -> None:
-    path = repo / BUILD_REPORT
+    path = repo / BUILD_REPORT_FILENAME
     report: dict[str, Any] = {}
     if path.exists():
         try:
@@ -346,4 +345,4 @@ def _write_report(repo: Path, source: Source, results: list[VariantResult]) -> N
         }
         for r in results
     }
-    write_file(repo, BUILD_REPORT, json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+    write_file(repo, BUILD_REPORT_FILENAME, json.dumps(report, indent=2, sort_keys=True, default=str).encode())

@@ -15,7 +15,7 @@ import numpy as np
 
 from compressor.config import ProfileConfig
 from compressor.evaluate import session
-from gateway.core.cards import BatchProfile
+from varigate.contract.card import BatchProfile
 
 Feeds = dict[str, np.ndarray]
 

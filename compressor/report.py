@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compressor.pipeline import VariantResult
-from gateway.core.cards import VariantCard
+from varigate.contract.card import VariantCard
 
 
 def _p(card: VariantCard, bs: int, q: str) -> float | None:

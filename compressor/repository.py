@@ -27,9 +27,9 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from gateway.core.cards import CARD_FILENAME, PARAM_LOGICAL_MODEL, PARAM_VARIANT, VariantCard, read_card
-
-MODEL_FILENAME = "model.onnx"
+from varigate.contract.card import CARD_FILENAME, VariantCard, read_card
+from varigate.contract.keys import PARAM_LOGICAL_MODEL, PARAM_VARIANT
+from varigate.contract.layout import CONFIG_FILENAME, MODEL_FILENAME, VERSION_DIR
 
 _DTYPES = {
     "int64": mc.TYPE_INT64,
@@ -112,8 +112,8 @@ def is_up_to_date(repo: Path, name: str, build_key: str) -> bool:
         return False
     return (
         card.build_key == build_key
-        and (model_dir / "config.pbtxt").is_file()
-        and (model_dir / "1" / MODEL_FILENAME).is_file()
+        and (model_dir / CONFIG_FILENAME).is_file()
+        and (model_dir / VERSION_DIR / MODEL_FILENAME).is_file()
     )
 
 
@@ -153,9 +153,9 @@ def write_variant(
     root = _staging(repo)
     stage = Path(tempfile.mkdtemp(prefix=f"{name}.pid{os.getpid()}.", dir=root))
     try:
-        (stage / "1").mkdir()
-        shutil.copyfile(onnx_file, stage / "1" / MODEL_FILENAME)
-        (stage / "config.pbtxt").write_text(config_text(cfg))
+        (stage / VERSION_DIR).mkdir()
+        shutil.copyfile(onnx_file, stage / VERSION_DIR / MODEL_FILENAME)
+        (stage / CONFIG_FILENAME).write_text(config_text(cfg))
         for fname, data in (extra_files or {}).items():
             (stage / fname).write_bytes(data)
         (stage / CARD_FILENAME).write_text(card.to_json())

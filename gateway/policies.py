@@ -1,18 +1,19 @@
 """Building the selection policy (and the drift monitor) that ``Settings`` name (``VARIGATE_POLICY``):
-``slo`` | ``most-accurate`` | ``static:<variant>`` | ``infaas``."""
+``slo`` | ``most-accurate`` | ``static:<variant>`` | ``infaas``.
+
+``gateway.settings`` validates the name with ``parse_policy``; ``build_policy`` reads only the fields that
+``PolicySettings`` lists (``Settings`` has them), so this module does not import the settings back.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.core.drift import DriftConfig, DriftMonitor
 from gateway.core.policy import MostAccuratePolicy, Policy
 from gateway.core.policy_baselines import InfaasPolicy, StaticPolicy
 from gateway.core.policy_events import PolicyObserver
 from gateway.core.policy_slo import Infeasible, SloConfig, SloPolicy
-
-if TYPE_CHECKING:
-    from gateway.settings import Settings
 
 POLICIES = ("slo", "most-accurate", "static:<variant>", "infaas")
 
@@ -27,7 +28,38 @@ def parse_policy(spec: str) -> tuple[str, str]:
     raise ValueError(f"unknown policy {spec!r}; expected one of {', '.join(POLICIES)}")
 
 
-def build_policy(settings: Settings, observer: PolicyObserver) -> tuple[Policy, DriftMonitor]:
+class PolicySettings(Protocol):
+    """The settings ``build_policy`` reads (``gateway.settings.Settings`` documents each)."""
+
+    @property
+    def policy(self) -> str: ...
+    @property
+    def shadow_fraction(self) -> float: ...
+    @property
+    def drift_window(self) -> int: ...
+    @property
+    def drift_min_samples(self) -> int: ...
+    @property
+    def infaas_blacklist_secs(self) -> float: ...
+    @property
+    def slo_margin_fraction(self) -> float: ...
+    @property
+    def slo_margin_ms(self) -> float: ...
+    @property
+    def slo_infeasible(self) -> str: ...
+    @property
+    def accuracy_budget(self) -> float: ...
+    @property
+    def accuracy_budget_window(self) -> int: ...
+    @property
+    def policy_step_up_after_secs(self) -> float: ...
+    @property
+    def policy_min_dwell_secs(self) -> float: ...
+    @property
+    def policy_headroom(self) -> float: ...
+
+
+def build_policy(settings: PolicySettings, observer: PolicyObserver) -> tuple[Policy, DriftMonitor]:
     """The policy ``settings.policy`` names, and the drift monitor (it takes ground-truth labels; it
     shadows nothing when ``shadow_fraction`` is 0). Only the ``slo`` policy leaves demoted variants out;
     every policy's traffic is watched."""

@@ -25,7 +25,6 @@ from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as mc
 
 from gateway.backends.base import DEFAULT_BACKEND, BackendLoader, load_backend
-from gateway.core.cards import CARD_FILENAME, CardError, VariantCard, card_from_dict
 from gateway.core.config import (
     DynamicBatching,
     ModelConfig,
@@ -46,8 +45,9 @@ from gateway.core.policy import Policy
 from gateway.core.runtime import ControlMode, ModelLoader
 from gateway.core.service import DEFAULT_EXTENSIONS, Service
 from gateway.core.slo import config_default_slo_ms
+from varigate.contract.card import CARD_FILENAME, CardError, VariantCard, card_from_dict
+from varigate.contract.layout import CONFIG_FILENAME
 
-CONFIG_FILENAME = "config.pbtxt"
 NAME_MAX_BYTES = 255  # the longest file name Linux (NAME_MAX) and common file systems allow
 
 

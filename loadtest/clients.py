@@ -5,47 +5,20 @@
 - ``grpc``: ``tritonclient.grpc.aio`` unary ``ModelInfer`` (``raw_input_contents``).
 - ``grpc-stream``: one bidirectional ``ModelStreamInfer`` stream (``loadtest.grpc_stream``).
 
-Every call returns a ``Reply``: the variant that served it (``parameters["varigate_variant"]``, else the
-response's model name: any Triton server works) or the kind of error. Inputs are built once per payload,
+Every call returns a ``Reply`` (``loadtest.reply``): the variant that served it
+(``parameters["varigate_variant"]``, else the response's model name: any Triton server works) or the kind
+of error. Inputs are built once per payload,
 so the per-request cost is the client library's body assembly and the I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from gateway.core.service import VARIANT_PARAMETER
 from loadtest.payloads import Payloads
-
-# Error kinds, the same names for both protocols.
-_HTTP_KINDS = {
-    "400": "invalid",
-    "404": "not_found",
-    "413": "too_large",
-    "429": "overloaded",
-    "499": "cancelled",
-    "500": "server",
-    "502": "unavailable",
-    "503": "unavailable",
-    "504": "deadline",
-}
-GRPC_KINDS = {
-    "INVALID_ARGUMENT": "invalid",
-    "NOT_FOUND": "not_found",
-    "RESOURCE_EXHAUSTED": "overloaded",
-    "CANCELLED": "cancelled",
-    "INTERNAL": "server",
-    "UNKNOWN": "server",
-    "UNAVAILABLE": "unavailable",
-    "DEADLINE_EXCEEDED": "deadline",
-    "UNIMPLEMENTED": "unsupported",
-    "FAILED_PRECONDITION": "invalid",
-}
-# Kinds that mean the request never reached the server's inference path (nothing for /metrics to count).
-CLIENT_SIDE_KINDS = frozenset({"connection", "timeout", "client_overflow", "not_sent"})
+from loadtest.reply import Reply, error_kind, grpc_variant, http_variant
 
 
 class Protocol(StrEnum):
@@ -59,27 +32,12 @@ class Protocol(StrEnum):
         return self in (Protocol.HTTP_JSON, Protocol.HTTP_BINARY)
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    variant: str = ""
-    error: str = ""  # "" = success, else an error kind ("overloaded", "timeout", ...)
-
-
 class Driver(TypingProtocol):
     payloads: Payloads
 
     async def infer(self, index: int, parameters: dict[str, Any] | None = None) -> Reply: ...
 
     async def close(self) -> None: ...
-
-
-def error_kind(status: str | None) -> str:
-    """The kind of a tritonclient ``InferenceServerException.status()`` (HTTP code or gRPC status)."""
-    if not status:
-        return "server"
-    if status.startswith("StatusCode."):
-        return GRPC_KINDS.get(status.removeprefix("StatusCode."), "server")
-    return _HTTP_KINDS.get(status, f"http_{status}")
 
 
 def http_inputs(p: Payloads, *, binary: bool) -> list[tuple[list[Any], list[Any] | None]]:
@@ -147,10 +105,7 @@ class HttpDriver:
             return Reply(error="timeout")
         except ClientError:
             return Reply(error="connection")
-        body = result.get_response()
-        return Reply(
-            variant=str((body.get("parameters") or {}).get(VARIANT_PARAMETER) or body.get("model_name", ""))
-        )
+        return Reply(variant=http_variant(result.get_response()))
 
     async def close(self) -> None:
         await self._client.close()
@@ -186,12 +141,6 @@ class GrpcDriver:
 
     async def close(self) -> None:
         await self._client.close()
-
-
-def grpc_variant(response: Any) -> str:
-    if VARIANT_PARAMETER in response.parameters:
-        return str(response.parameters[VARIANT_PARAMETER].string_param)
-    return str(response.model_name)
 
 
 def make_driver(

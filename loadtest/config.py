@@ -12,10 +12,10 @@ from loadtest.arrivals import Schedule
 from loadtest.clients import Protocol
 from loadtest.engine import ClosedLoop, OpenLoop
 from loadtest.hosts import check
+from varigate.contract.keys import MAX_LOSS_PARAMETER as ACCURACY_PARAMETER
 
 DEFAULT_DURATION_S = 10.0
 # per-request accuracy floor: the largest relative loss against fp32 accepted (gateway/core/slo.py's name)
-ACCURACY_PARAMETER = "max_accuracy_loss"
 
 
 class LoadTestConfig(BaseModel):

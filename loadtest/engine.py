@@ -32,8 +32,8 @@ from loadtest.arrivals import Schedule
 from loadtest.clients import Driver
 from loadtest.cpu import Monitor
 from loadtest.progress import Progress
+from varigate.contract.keys import SLO_PARAMETER
 
-SLO_PARAMETER = "slo_ms"  # the KServe request parameter varigate reads (gateway/core/slo.py)
 START_LEAD_S = 0.05  # the first arrival is this far in the future when the clock starts
 
 

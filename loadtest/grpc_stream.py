@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.clients import GRPC_KINDS, Reply, grpc_variant
 from loadtest.payloads import Payloads
+from loadtest.reply import GRPC_KINDS, Reply, grpc_variant
 
 
 class GrpcStreamDriver:
@@ -84,8 +84,6 @@ class GrpcStreamDriver:
             self._pending.clear()
 
     async def infer(self, index: int, parameters: dict[str, Any] | None = None) -> Reply:
-        from gateway.protocol.grpc_codec import parameters_to_pb  # the protocol's one mapping of values
-
         queue = self._queue or self._open()
         tensors, raw, outs = self._prebuilt[index % len(self._prebuilt)]
         rid = str(next(self._ids))
@@ -98,7 +96,7 @@ class GrpcStreamDriver:
             outputs=outs,
         )
         if parameters:
-            parameters_to_pb(parameters, req.parameters)
+            set_parameters(req.parameters, parameters)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Reply] = loop.create_future()
         self._pending[rid] = fut
@@ -118,6 +116,25 @@ class GrpcStreamDriver:
             except TimeoutError:
                 self._reader.cancel()
         await self._channel.close()
+
+
+def set_parameters(target: Any, parameters: dict[str, Any]) -> None:
+    """Request ``parameters`` into a ``ModelInferRequest.parameters`` map, typed as tritonclient's gRPC
+    client types them (``str``, ``bool``, ``int``, ``float``; ``bool`` before ``int``). Written here, not
+    borrowed from a server's codec, so that the load tester speaks the protocol as any client does."""
+    for key, value in parameters.items():
+        param = target[key]
+        if isinstance(value, str):
+            param.string_param = value
+        elif isinstance(value, bool):
+            param.bool_param = value
+        elif isinstance(value, int):
+            param.int64_param = value
+        elif isinstance(value, float):
+            param.double_param = value
+        else:
+            kind = type(value).__name__
+            raise TypeError(f"request parameter {key!r}: {kind} is not str, bool, int or float")
 
 
 def _expire(fut: asyncio.Future[Reply], pending: dict[str, Any], rid: str) -> None:

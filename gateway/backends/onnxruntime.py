@@ -19,8 +19,9 @@ import onnxruntime as ort
 from gateway.backends.base import Backend, BackendLoadError
 from gateway.core.config import ModelConfig, TensorConfig
 from gateway.core.types import Datatype
+from varigate.contract.layout import MODEL_FILENAME
 
-DEFAULT_MODEL_FILENAME = "model.onnx"
+DEFAULT_MODEL_FILENAME = MODEL_FILENAME  # when config.pbtxt names no default_model_filename
 PLATFORMS = frozenset({"onnxruntime_onnx", ""})
 BACKENDS = frozenset({"onnxruntime", ""})
 

@@ -11,12 +11,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gateway.core.cards import PARAM_LOGICAL_MODEL, PARAM_VARIANT, VariantCard
 from gateway.core.types import Datatype
-
-# config.pbtxt ``parameters`` key: comma-separated inputs the batcher may pad to a common length,
-# "" or "none" to pad nothing. Absent: every non-BYTES input with a variable (-1) dimension.
-PARAM_PAD_INPUTS = "varigate.pad_inputs"
+from varigate.contract.card import VariantCard
+from varigate.contract.keys import PARAM_LOGICAL_MODEL, PARAM_PAD_INPUTS, PARAM_VARIANT
 
 
 def datatype_from_triton(name: str) -> Datatype:

@@ -16,7 +16,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.core.cards import VariantCard
+from varigate.contract.card import VariantCard
 
 FALLBACK_S_PER_ROW = 0.001
 

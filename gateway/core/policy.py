@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from gateway.core.cards import VariantCard
 from gateway.core.config import ModelConfig
 from gateway.core.errors import ModelNotReady
 from gateway.core.observer import BatchEvent, Observer, RequestEvent
 from gateway.core.slo import NO_TERMS, SloTerms
 from gateway.core.types import InferRequest
-
-REFERENCE_VARIANT = "fp32"
+from varigate.contract.card import VariantCard
+from varigate.contract.variants import REFERENCE_VARIANT
 
 
 class QueueView(Protocol):

@@ -36,10 +36,11 @@ from gateway.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
 from gateway.core.feasibility import Latency, Plan, Shape, capacity, plan
 from gateway.core.latency_model import LatencyModel, Window
 from gateway.core.observer import BatchEvent, Outcome, RequestEvent
-from gateway.core.policy import REFERENCE_VARIANT, Candidate, PolicyContext
+from gateway.core.policy import Candidate, PolicyContext
 from gateway.core.policy_events import NullPolicyObserver, PolicyObserver
 from gateway.core.slo import Infeasible, Reason, SloConfig
 from gateway.core.variants import dominated_variants, loss_of, ranked
+from varigate.contract.variants import REFERENCE_VARIANT
 
 log = logging.getLogger(__name__)
 

@@ -41,15 +41,14 @@ from gateway.core.queue import BatchResult
 from gateway.core.registry import UNLOADED, ModelRecord, Registry, VersionState
 from gateway.core.runtime import ControlMode, ModelLoader, ModelSource
 from gateway.core.shadow import Shadower
-from gateway.core.slo import NO_TERMS, SLO_MET_PARAMETER, SloTerms, default_slo_ms, request_terms
+from gateway.core.slo import NO_TERMS, SloTerms, default_slo_ms, request_terms
 from gateway.core.stats import Statistics, StatsObserver
 from gateway.core.types import Datatype, InferRequest, InferResponse, Tensor
 from gateway.core.validation import validate
+from varigate.contract.keys import DEADLINE_PARAMETER, SLO_MET_PARAMETER, VARIANT_PARAMETER
 
 logger = logging.getLogger(__name__)
 
-VARIANT_PARAMETER = "varigate_variant"
-DEADLINE_PARAMETER = "deadline_ms"  # request: answer DEADLINE_EXCEEDED after this many ms
 LOAD_ALL = "*"
 DEFAULT_EXTENSIONS = (
     "binary_tensor_data",

@@ -21,10 +21,10 @@ import numpy as np
 
 from gateway.core.drift import DriftMonitor, agreement, is_classifier
 from gateway.core.errors import GatewayError
-from gateway.core.policy import REFERENCE_VARIANT
 from gateway.core.policy_events import PolicyObserver
 from gateway.core.queue import BatchResult
 from gateway.core.registry import ModelRecord, Registry, VersionState
+from varigate.contract.variants import REFERENCE_VARIANT
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,7 @@ from typing import Any
 
 from gateway.core.config import ModelConfig
 from gateway.core.errors import InvalidInput
-
-SLO_PARAMETER = "slo_ms"
-MAX_LOSS_PARAMETER = "max_accuracy_loss"
-SLO_MET_PARAMETER = "varigate_slo_met"
-PARAM_DEFAULT_SLO = "varigate.default_slo_ms"  # config.pbtxt
+from varigate.contract.keys import MAX_LOSS_PARAMETER, PARAM_DEFAULT_SLO, SLO_PARAMETER
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.core.policy import REFERENCE_VARIANT, Candidate, accuracy_score
+from gateway.core.policy import Candidate, accuracy_score
+from varigate.contract.variants import REFERENCE_VARIANT
 
 
 def loss_of(c: Candidate) -> float:

@@ -30,8 +30,7 @@ from gateway.core.errors import (
     PayloadTooLarge,
     Unsupported,
 )
-from gateway.core.service import VARIANT_PARAMETER
-from gateway.core.slo import SLO_MET_PARAMETER, SLO_PARAMETER, parse_slo_ms
+from gateway.core.slo import parse_slo_ms
 from gateway.core.types import InferRequest
 from gateway.protocol import http_json
 from gateway.protocol.codec import DEFAULT_LIMITS, RequestLimits
@@ -45,12 +44,17 @@ from gateway.protocol.http_codec import (
 )
 from gateway.protocol.restricted import Restrictions
 from gateway.protocol.status import http_status
+from varigate.contract.keys import (
+    SLO_HEADER,
+    SLO_MET_HEADER,
+    SLO_MET_PARAMETER,
+    SLO_PARAMETER,
+    VARIANT_HEADER,
+    VARIANT_PARAMETER,
+)
 
 T = TypeVar("T")
 
-VARIANT_HEADER = "varigate-variant"
-SLO_HEADER = "varigate-slo-ms"  # request: shortcut for the slo_ms parameter
-SLO_MET_HEADER = "varigate-slo-met"  # response: "true" / "false" when an SLO applied
 _CLIENT_GONE = 499  # nginx's "client closed request"; never read, for logs only
 _DRAIN_CAP_FACTOR = 4  # read (and discard) at most this many times the limit before answering 413
 

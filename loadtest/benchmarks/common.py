@@ -26,6 +26,13 @@ from loadtest.engine import ClosedLoop, OpenLoop, Run, execute
 from loadtest.metrics_check import CrossCheck, cross_check, delta, parse, scrape
 from loadtest.report import Summary, summarize
 from loadtest.server import ROOT
+from varigate.contract.layout import (
+    BUILD_REPORT_FILENAME,
+    CONFIG_FILENAME,
+    VERSION_DIR,
+    model_file,
+    model_name,
+)
 
 
 def today() -> str:
@@ -35,7 +42,7 @@ def today() -> str:
 def ensure_variants(repository: Path, logical: str, variants: Sequence[str]) -> None:
     """Build ``<logical>.<variant>`` into ``repository`` with the compressor when any is missing (fp32 is
     always built with them). Minutes for MiniLM; skipped when present."""
-    missing = [v for v in variants if not (repository / f"{logical}.{v}" / "1" / "model.onnx").is_file()]
+    missing = [v for v in variants if not model_file(repository / model_name(logical, v)).is_file()]
     if not missing:
         return
     print(
@@ -45,11 +52,11 @@ def ensure_variants(repository: Path, logical: str, variants: Sequence[str]) -> 
     )
     command = [sys.executable, "-m", "compressor", logical, "--out", str(repository), "--variants", *missing]
     subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    still = [v for v in missing if not (repository / f"{logical}.{v}" / "1" / "model.onnx").is_file()]
+    still = [v for v in missing if not model_file(repository / model_name(logical, v)).is_file()]
     if still:
         raise SystemExit(
             f"{logical} variants {still} were not built (failed their gate? see "
-            f"{repository / 'varigate_build.json'})"
+            f"{repository / BUILD_REPORT_FILENAME})"
         )
 
 
@@ -65,16 +72,16 @@ def serving_copy(
         shutil.rmtree(target)
     for name in models:
         src, dst = source / name, target / name
-        config = text_format.Parse((src / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        config = text_format.Parse((src / CONFIG_FILENAME).read_text(), model_config_pb2.ModelConfig())
         if edit is not None:
             edit(config)
-        (dst / "1").mkdir(parents=True)
-        (dst / "config.pbtxt").write_text(text_format.MessageToString(config))
+        (dst / VERSION_DIR).mkdir(parents=True)
+        (dst / CONFIG_FILENAME).write_text(text_format.MessageToString(config))
         for extra in src.iterdir():
-            if extra.is_file() and extra.name != "config.pbtxt":
+            if extra.is_file() and extra.name != CONFIG_FILENAME:
                 shutil.copy2(extra, dst / extra.name)
-        for f in (src / "1").iterdir():
-            os.symlink(f.resolve(), dst / "1" / f.name)
+        for f in (src / VERSION_DIR).iterdir():
+            os.symlink(f.resolve(), dst / VERSION_DIR / f.name)
     return target
 
 

@@ -29,6 +29,7 @@ from loadtest.benchmarks.raw import RawModel, RawWindow
 from loadtest.clients import Driver, make_driver
 from loadtest.engine import ClosedLoop, OpenLoop
 from loadtest.server import GatewayProcess
+from varigate.contract.layout import model_file
 
 COMMAND = "python -m loadtest.benchmarks --only gateway"
 LOGICAL, VARIANT, SEQ_LEN = "minilm", "int8", 64
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> str:
     repo: Path = args.repository
     common.ensure_variants(repo, LOGICAL, [VARIANT])
     load = payloads.sentences(256, seq_len=SEQ_LEN)
-    raw = RawModel(repo / MODEL / "1" / "model.onnx", load, RAW_BATCHES)
+    raw = RawModel(model_file(repo / MODEL), load, RAW_BATCHES)
     with tempfile.TemporaryDirectory(prefix="varigate-bench-") as tmp:
         gateways: dict[str, GatewayProcess] = {}
         try:

@@ -30,6 +30,7 @@ from loadtest.cpu import open_fds, rss_bytes
 from loadtest.engine import ClosedLoop, OpenLoop, Run, execute
 from loadtest.payloads import Payloads, sentences
 from loadtest.server import ROOT, GatewayProcess
+from varigate.contract.layout import model_file
 
 COMMAND = "python -m loadtest.benchmarks --only overload"
 PROTOCOLS = ("http-binary", "grpc")
@@ -50,7 +51,7 @@ class Target:
 
 def target(repository: Path, scratch: Path) -> Target:
     """The real minilm.int8 when the repository has it, else the slow tiny fixture (needs the tests)."""
-    if (repository / "minilm.int8" / "1" / "model.onnx").is_file():
+    if model_file(repository / "minilm.int8").is_file():
         return Target(
             common.serving_copy(repository, scratch / "repo", ["minilm.int8"]),
             "minilm.int8",

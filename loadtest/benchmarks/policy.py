@@ -25,7 +25,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.core.cards import read_card
 from loadtest import arrivals, payloads
 from loadtest.benchmarks import common
 from loadtest.clients import Driver, make_driver
@@ -33,6 +32,8 @@ from loadtest.engine import ClosedLoop, OpenLoop, execute
 from loadtest.metrics_check import parse, scrape
 from loadtest.report import Summary, summarize
 from loadtest.server import GatewayProcess
+from varigate.contract.card import read_card
+from varigate.contract.layout import MODEL_NAME_SEPARATOR, VERSION_DIR
 
 COMMAND = "python -m loadtest.benchmarks --only policy"
 LOGICAL, SEQ_LEN, PROTOCOL = "minilm", 64, "grpc"
@@ -159,7 +160,8 @@ async def _measure(
 def run(args: argparse.Namespace) -> str:
     repo: Path = args.repository
     common.ensure_variants(repo, LOGICAL, ["int8"])
-    models = sorted(p.name for p in repo.iterdir() if p.name.startswith(f"{LOGICAL}.") and (p / "1").is_dir())
+    prefix = LOGICAL + MODEL_NAME_SEPARATOR
+    models = sorted(p.name for p in repo.iterdir() if p.name.startswith(prefix) and (p / VERSION_DIR).is_dir())
     losses = {m: read_card(repo / m).accuracy.relative_loss for m in models}
     load = payloads.sentences(256, seq_len=SEQ_LEN)
     with tempfile.TemporaryDirectory(prefix="varigate-policy-") as tmp:

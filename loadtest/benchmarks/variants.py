@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from gateway.core.cards import CARD_FILENAME, VariantCard, read_card
 from loadtest.cpu import Monitor
+from varigate.contract.card import CARD_FILENAME, VariantCard, read_card
+from varigate.contract.layout import BUILD_REPORT_FILENAME, model_file, model_name
+from varigate.contract.variants import REFERENCE_VARIANT, variant_rank
 
 COMMAND = "python -m loadtest.benchmarks --only variants"
 WINDOW_S = 0.4
@@ -78,7 +80,7 @@ def measure(
     opts.intra_op_num_threads = 2
     opts.inter_op_num_threads = 1
     sessions = {
-        v: ort.InferenceSession(str(p / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        v: ort.InferenceSession(str(model_file(p)), opts, providers=["CPUExecutionProvider"])
         for v, (_, p) in cards.items()
     }
     rng = np.random.default_rng(0)
@@ -169,7 +171,9 @@ def table(
         if lm != logical:
             continue
         if v not in cards:
-            checks.append(f"- {lm}.{v}: **not built** (failed its gate; see varigate_build.json)")
+            checks.append(
+                f"- {model_name(lm, v)}: **not built** (failed its gate; see {BUILD_REPORT_FILENAME})"
+            )
             continue
         r = _ratio(points, v, 8)
         cos = cards[v][0].accuracy.value
@@ -214,7 +218,7 @@ def _ladder(card: VariantCard) -> list[str]:
 def card_table(cards: dict[str, tuple[VariantCard, Path]]) -> str:
     """The compressor's own profiles (taken one variant after another during the build, so noisier than
     the side-by-side windows); shown when the side-by-side run kept no window."""
-    ref = cards.get("fp32")
+    ref = cards.get(REFERENCE_VARIANT)
     ref_tput = {p.batch_size: p.throughput_per_s for p in ref[0].profile} if ref else {}
     lines = [
         "| variant | p50/p99 b1 ms | p50/p99 b8 ms | rows/s b8 | x fp32 b8 (card) | CPU steal during profile |",
@@ -255,9 +259,8 @@ def run(args: argparse.Namespace) -> str:
         "onnxruntime CPU provider with 2 intra-op threads. Accuracy columns come from the variant cards "
         "(embedder: mean cosine to fp32 on the held-out text set; classifier: top-1 on the held-out split).",
     ]
-    order = ["fp32", "fp16", "int8", "pruned", "pruned-structured", "pruned-structured-int8"]
     for logical, cards in groups.items():
-        cards = {v: cards[v] for v in sorted(cards, key=lambda v: order.index(v) if v in order else 99)}
+        cards = {v: cards[v] for v in sorted(cards, key=variant_rank)}
         maxb = max(p.batch_size for c, _ in cards.values() for p in c.profile)
         batches = sorted({1, 8, maxb})
         seq = next(iter(cards.values()))[0].profile_conditions.get("seq_len")

@@ -11,9 +11,10 @@ import onnxruntime as ort
 from sklearn.datasets import load_digits
 
 from compressor import cli
-from compressor.config import DEFAULT_MAX_LOSS, VARIANTS
+from compressor.config import DEFAULT_MAX_LOSS
 from compressor.repository import parse_config_text
-from gateway.core.cards import read_card
+from varigate.contract.card import read_card
+from varigate.contract.variants import VARIANTS
 
 from .conftest import tree_digest
 

@@ -12,7 +12,7 @@ import pytest
 
 from compressor import cli
 from compressor.config import DEFAULT_MAX_LOSS
-from gateway.core.cards import read_card
+from varigate.contract.card import read_card
 
 pytestmark = pytest.mark.slow
 

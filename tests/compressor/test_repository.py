@@ -22,7 +22,7 @@ from compressor.repository import (
     parse_config_text,
     write_variant,
 )
-from gateway.core.cards import Accuracy, BatchProfile, Gate, VariantCard, card_from_dict, read_card
+from varigate.contract.card import Accuracy, BatchProfile, Gate, VariantCard, card_from_dict, read_card
 
 SPEC = ServingSpec(
     inputs=(TensorSpec("input_ids", "int64", (-1,)), TensorSpec("attention_mask", "int64", (-1,))),

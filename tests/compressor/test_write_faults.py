@@ -25,9 +25,9 @@ import onnxruntime as ort
 import pytest
 
 from compressor.repository import parse_config_text, staging_root
-from gateway.core.cards import read_card
 from tests.compressor.conftest import tree_digest
 from tests.fixtures.tinyrepo import VOCAB_SIZE, embedder_model
+from varigate.contract.card import read_card
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = """

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.clients import Protocol, Reply, error_kind, grpc_inputs, http_inputs
+from loadtest.clients import Protocol, grpc_inputs, http_inputs
 from loadtest.payloads import Payloads
+from loadtest.reply import Reply, error_kind
 from tests.e2e.support import tiny_batch
 from tests.fixtures.tinyrepo import tiny_reference
 

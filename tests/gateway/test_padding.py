@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.core.cards import PARAM_LOGICAL_MODEL
-from gateway.core.config import PARAM_PAD_INPUTS, ModelConfig, TensorConfig
+from gateway.core.config import ModelConfig, TensorConfig
 from gateway.core.padding import merge, signature, split
 from gateway.core.types import Datatype
+from varigate.contract.keys import PARAM_LOGICAL_MODEL, PARAM_PAD_INPUTS
 
 I64, F32 = Datatype.INT64, Datatype.FP32
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gateway.core.errors import InvalidInput, ModelNotFound, Unsupported
-from gateway.core.service import VARIANT_PARAMETER
 from gateway.core.types import Datatype, InferRequest, RequestedOutput, Tensor
+from varigate.contract.keys import VARIANT_PARAMETER
 
 from .conftest import serving, tiny_request
 

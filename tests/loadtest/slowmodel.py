@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compressor.repository import MODEL_FILENAME, ServingSpec, TensorSpec, config_text, model_config
+from compressor.repository import ServingSpec, TensorSpec, config_text, model_config
+from varigate.contract.layout import MODEL_FILENAME
 
 DIM = 1024
 LAYERS = 192  # about 10 ms per row on one core of this machine when it is quiet

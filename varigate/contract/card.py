@@ -1,7 +1,8 @@
-"""Variant cards: the compressor's measured facts about one variant, read by the gateway.
+"""Variant cards: the compressor's measured facts about one variant.
 
-A card is ``<model_dir>/varigate_card.json`` beside ``config.pbtxt``. The compressor writes it; the
-registry reads it to seed the selection policy. Standard library only.
+A card is ``<model_dir>/varigate_card.json`` beside ``config.pbtxt`` (``layout.CARD_FILENAME``). The
+compressor writes it (``compressor/pipeline.py``); the gateway's repository reads it to seed the selection
+policy, and the benchmarks read it for their tables. Standard library only.
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-CARD_FILENAME = "varigate_card.json"
+from varigate.contract.layout import CARD_FILENAME
+
 CARD_SCHEMA_VERSION = 1
 
-# Keys in config.pbtxt ``parameters`` that tie a Triton model to its logical model.
-PARAM_LOGICAL_MODEL = "varigate.logical_model"
-PARAM_VARIANT = "varigate.variant"
+
+__all__ = [
+    "CARD_FILENAME",
+    "CARD_SCHEMA_VERSION",
+    "Accuracy",
+    "BatchProfile",
+    "CardError",
+    "Gate",
+    "VariantCard",
+    "card_from_dict",
+    "read_card",
+]
 
 
 class CardError(ValueError):
