@@ -14,8 +14,7 @@ from typing import Any
 from loadtest import payloads as payload_kinds
 from loadtest.clients import http_inputs
 from loadtest.payloads import Payloads
-
-VARIANT_HEADER = "varigate-variant"
+from varigate.contract.keys import SLO_PARAMETER, VARIANT_HEADER, VARIANT_PARAMETER
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ class LocustSettings:
         )
 
     def parameters(self) -> dict[str, Any]:
-        return {"slo_ms": self.slo_ms} if self.slo_ms else {}
+        return {SLO_PARAMETER: self.slo_ms} if self.slo_ms else {}
 
     def make_payloads(self) -> Payloads:
         if self.data == "digits":
@@ -85,4 +84,4 @@ def http_variant(body: bytes, headers: Any) -> str:
         body, header_length=int(length) if length else None
     )
     response = result.get_response()
-    return str((response.get("parameters") or {}).get("varigate_variant") or response.get("model_name", ""))
+    return str((response.get("parameters") or {}).get(VARIANT_PARAMETER) or response.get("model_name", ""))
