@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.core.types import Datatype
+from varigate.contract.keys import MAX_LOSS_PARAMETER, SLO_HEADER, SLO_PARAMETER
 
 OPENAPI_PATH = "/varigate/openapi.json"
 _REF = "#/components/schemas/"
@@ -93,7 +94,7 @@ def _infer_operation(op_id: str) -> dict[str, Any]:
             "schema": {"type": "integer"},
         },
         {
-            "name": "varigate-slo-ms",
+            "name": SLO_HEADER,
             "in": "header",
             "required": False,
             "description": "Shortcut for the slo_ms request parameter (milliseconds; the parameter wins)",
@@ -263,8 +264,8 @@ def _schemas() -> dict[str, Any]:
                         "binary_data_output": _BOOL,
                         "priority": {"type": "integer", "minimum": 0},
                         "timeout": {"type": "integer", "minimum": 0},
-                        "slo_ms": {"type": "number"},
-                        "max_accuracy_loss": {"type": "number"},
+                        SLO_PARAMETER: {"type": "number"},
+                        MAX_LOSS_PARAMETER: {"type": "number"},
                     },
                     additionalProperties={"anyOf": scalar},
                 ),
