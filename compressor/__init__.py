@@ -1,1 +1,1 @@
-"""varigate compressor: turns one trained model into fp32 / fp16 / int8 / pruned variants (offline, needs torch)."""
+"""varigate compressor: one trained model into fp32 / fp16 / int8 / pruned variants (offline, needs torch)."""

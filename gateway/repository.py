@@ -228,7 +228,8 @@ def _queue_policy(p: mc.ModelQueuePolicy) -> QueuePolicy:
 def _batching(db: mc.ModelDynamicBatching) -> DynamicBatching:
     if db.priority_levels and not 0 <= db.default_priority_level <= db.priority_levels:
         raise ValueError(
-            f"default_priority_level {db.default_priority_level} is outside priority_levels 1..{db.priority_levels}"
+            f"default_priority_level {db.default_priority_level} is outside priority_levels "
+            f"1..{db.priority_levels}"
         )
     return DynamicBatching(
         preferred_batch_sizes=tuple(db.preferred_batch_size),

@@ -26,11 +26,13 @@ class ServerLimits(BaseSettings):
         1000.0,
         ge=0,
         description="Queue timeout (Triton's default_timeout_microseconds) given to every REJECT priority "
-        "level whose config.pbtxt sets none, on top of the model's own max_queue_delay: a request that would wait longer is refused at once with 429 / "
+        "level whose config.pbtxt sets none, on top of the model's own max_queue_delay: a request that would "
+        "wait longer is refused at once with 429 / "
         "RESOURCE_EXHAUSTED (the wait is predicted from the rows queued ahead and the backend's recent time "
         "per row), and one that still waits longer gets 504 / DEADLINE_EXCEEDED. Under overload a FIFO of "
         "requests whose clients have given up serves nobody in time; a second covers a deep queue of full "
-        "MiniLM batches. Requests with their own deadline (gRPC deadline, deadline_ms) are also refused early "
+        "MiniLM batches. Requests with their own deadline (gRPC deadline, deadline_ms) are also refused "
+        "early "
         "when they cannot make it. 0 leaves such levels without a timeout.",
     )
     listen_backlog: int = Field(
@@ -117,6 +119,6 @@ class ServerLimits(BaseSettings):
     grpc_handshake_timeout_secs: float = Field(
         10.0,
         gt=0,
-        description="A new gRPC connection must send its HTTP/2 preface and settings within this many seconds "
-        "(gRPC's default 120 s); sockets that connect and never speak are closed.",
+        description="A new gRPC connection must send its HTTP/2 preface and settings within this many "
+        "seconds (gRPC's default 120 s); sockets that connect and never speak are closed.",
     )

@@ -20,6 +20,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ class Piecewise:
     def __post_init__(self) -> None:
         if not self.starts_s or self.starts_s[0] != 0 or len(self.starts_s) != len(self.rates):
             raise ValueError(f"segments must start at 0 and give one rate each, got {self.starts_s}")
-        if any(b <= a for a, b in zip(self.starts_s, self.starts_s[1:])):
+        if any(b <= a for a, b in pairwise(self.starts_s)):
             raise ValueError(f"segment starts must increase, got {self.starts_s}")
         if any(r < 0 or not math.isfinite(r) for r in self.rates):
             raise ValueError(f"rates must be finite and >= 0 requests/s, got {self.rates}")

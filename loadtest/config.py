@@ -136,8 +136,8 @@ class LoadTestConfig(BaseModel):
         shape = {
             "constant": f"constant {self.rate:g}/s",
             "poisson": f"Poisson {self.rate:g}/s",
-            "bursts": f"bursts {self.burst_rate:g}/s for {self.burst_on_s:g} s every {self.burst_period_s:g} s "
-            f"(else {self.rate:g}/s)",
+            "bursts": f"bursts {self.burst_rate:g}/s for {self.burst_on_s:g} s "
+            f"every {self.burst_period_s:g} s (else {self.rate:g}/s)",
             "step": f"step {self.rate:g}/s -> {self.step_rate:g}/s at {self.step_at_s:g} s",
             "trace": f"trace {self.trace}",
         }[self.arrival]

@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 _HZ = os.sysconf("SC_CLK_TCK")
 
@@ -17,7 +18,7 @@ _HZ = os.sysconf("SC_CLK_TCK")
 def _stat() -> tuple[int, int, int]:
     """(busy, steal, total) jiffies over all CPUs."""
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq = f[:7]
+    user, nice, system, _idle, _iowait, irq, softirq = f[:7]
     steal = f[7] if len(f) > 7 else 0
     busy = user + nice + system + irq + softirq
     return busy, steal, sum(f[:8])
@@ -56,7 +57,7 @@ class Monitor:
         self.pids = pids or (os.getpid(),)
         self.window = Window(0.0, 0.0, 0.0)
 
-    def __enter__(self) -> Monitor:
+    def __enter__(self) -> Self:
         self._t0 = time.monotonic()
         self._s0 = _stat()
         self._o0 = _own_jiffies(self.pids)

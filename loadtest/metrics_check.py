@@ -58,7 +58,8 @@ def _by_model(samples: Samples, name: str, model: str) -> dict[str, float]:
 
 
 def delta(before: Samples, after: Samples, name: str, model: str) -> dict[str, float]:
-    """Growth of counter ``name`` per served model between two scrapes (models that did not change left out)."""
+    """Growth of counter ``name`` per served model between two scrapes (models that did not change are left
+    out)."""
     b, a = _by_model(before, name, model), _by_model(after, name, model)
     return {
         k: a.get(k, 0.0) - b.get(k, 0.0) for k in sorted(set(a) | set(b)) if a.get(k, 0.0) != b.get(k, 0.0)

@@ -74,5 +74,6 @@ def apply(src: Path, dst: Path, config: Fp16Config | None = None) -> dict[str, o
             "ops_in_fp16": fp16_ops,
         }
     raise RuntimeError(
-        f"fp16 model still fails to load after {config.max_rounds} rounds; blocked ops {blocked}, nodes {blocked_nodes}"
+        f"fp16 model still fails to load after {config.max_rounds} rounds; blocked ops {blocked}, nodes "
+        f"{blocked_nodes}"
     )

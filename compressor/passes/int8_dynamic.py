@@ -54,7 +54,7 @@ def ladder(base: Int8DynamicConfig, sensitive_nodes: list[str]) -> list[Int8Dyna
 
 
 def sensitive_matmuls(onnx_path: Path, count: int = 4) -> list[str]:
-    """MatMul nodes whose weight has the largest dynamic range (max |w| / mean |w|): the ones int8 hurts most."""
+    """MatMul nodes whose weight has the largest dynamic range (max |w| / mean |w|): those int8 hurts most."""
     import numpy as np
     import onnx
     from onnx import numpy_helper

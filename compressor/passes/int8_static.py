@@ -1,4 +1,4 @@
-"""int8 static quantization (onnxruntime, QDQ format): activation ranges fixed ahead of time from calibration data.
+"""int8 static quantization (onnxruntime, QDQ format): activation ranges fixed ahead of time from calibration.
 
 Takes any fp32 ONNX model. ``quant_pre_process`` (shape inference + graph optimisation, e.g. folding) runs
 first; then ``quantize_static`` inserts QuantizeLinear / DequantizeLinear pairs that onnxruntime's CPU
@@ -51,7 +51,8 @@ class Int8StaticConfig(BaseModel):
     nodes_to_exclude: list[str] = Field(default_factory=list, description="Node names left in fp32.")
     exclude_sensitive: bool = Field(
         True,
-        description="Also leave the first Conv and the last Gemm / MatMul in fp32 (resolved by name at apply).",
+        description="Also leave the first Conv and the last Gemm / MatMul in fp32 (resolved by name at "
+        "apply).",
     )
     op_types_to_quantize: list[str] | None = Field(
         None, description="Op types to quantize; None = all supported."
@@ -189,7 +190,8 @@ def _uniform(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]
     for name, arrays in rows.items():
         if len({a.shape[1:] for a in arrays}) > 1:
             raise ValueError(
-                f"calibration input {name!r} changes shape between batches {sorted({a.shape for a in arrays})}; "
+                f"calibration input {name!r} changes shape between batches "
+                f"{sorted({a.shape for a in arrays})}; "
                 "only the batch axis may vary"
             )
     merged = {k: np.concatenate(v) for k, v in rows.items()}

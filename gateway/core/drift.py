@@ -216,7 +216,7 @@ class DriftMonitor:
         for key, model, truth, top1 in found:
             self._served.pop(key, None)
             c = counts.setdefault(model, _Labels())
-            c.correct += sum(int(t == p) for t, p in zip(truth, top1))
+            c.correct += sum(int(t == p) for t, p in zip(truth, top1, strict=True))
             c.total += len(top1)
         for model, c in sorted(counts.items()):
             total = self._labels.setdefault((logical, model), _Labels())

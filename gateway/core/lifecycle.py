@@ -63,7 +63,7 @@ class ModelManager:
     async def sync(self, scan: RepositoryScan) -> None:
         """Make the registry match ``scan`` (poll mode): apply new and changed models, record unreadable
         ones (an older copy keeps serving), unload and forget models that left the repository."""
-        for name, spec in sorted(scan.models.items()):
+        for _, spec in sorted(scan.models.items()):
             if self._changed(spec):
                 try:
                     await self.apply(spec)

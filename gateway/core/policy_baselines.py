@@ -68,7 +68,7 @@ class InfaasPolicy:
         if terms.slo_s is None:
             return self._picked(logical_model, self._fallback.choose(logical_model, pool, context), "no_slo")
         profiled = [(c, _profiled_s(c, context.rows)) for c in ranked(pool, gate_first=True)]
-        for c, latency in profiled:
+        for c, _ in profiled:
             if c.queue is not None and _queued_s(c) > terms.slo_s:
                 self._until[c.model_name] = now + self.blacklist_s
         fits = [

@@ -184,7 +184,7 @@ class SloPolicy:
         return fresh
 
     def _report_dominated(self, logical: str, beaten: dict[str, str]) -> None:
-        for (model, name), by in list(self._reported.items()):
+        for model, name in list(self._reported):
             if model == logical and name not in beaten:
                 del self._reported[(model, name)]
                 self._observer.dominated(logical, name, "")

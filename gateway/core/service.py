@@ -159,7 +159,8 @@ class Service:
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Drain, then unload every model and release the loader. The drain lasts at most ``timeout_s``, or
-        what is left of an earlier ``drain(timeout_s)``; requests unfinished then fail with ``Unavailable``."""
+        what is left of an earlier ``drain(timeout_s)``; requests unfinished then fail with
+        ``Unavailable``."""
         if timeout_s is None and self._drain_deadline is not None:
             timeout_s = max(0.0, self._drain_deadline - time.monotonic())
         try:
@@ -241,7 +242,7 @@ class Service:
         candidates = [_candidate(r, v) for r, v in targets]
         context = PolicyContext(request, _rows(request), now_ns / 1e9, terms, seq, avoided)
         chosen = self.policy.choose(logical, candidates, context)
-        for target, candidate in zip(targets, candidates):
+        for target, candidate in zip(targets, candidates, strict=True):
             if candidate == chosen:
                 return target
         raise GatewayError(

@@ -47,18 +47,21 @@ def validate(request: InferRequest, config: ModelConfig) -> ValidRequest:
             n = tensor.shape[0]
             if rows is not None and n != rows:
                 raise InvalidInput(
-                    f"input {tensor.name!r} of model {model!r} has batch size {n} but other inputs have {rows}"
+                    f"input {tensor.name!r} of model {model!r} has batch size {n} but other inputs have "
+                    f"{rows}"
                 )
             rows = n
     _check_shared_axes(feeds, config)
     missing = sorted(name for name, t in expected.items() if name not in feeds and not t.optional)
     if missing:
         raise InvalidInput(
-            f"expected {len(expected)} inputs but got {len(feeds)} inputs for model {model!r}; missing {missing}"
+            f"expected {len(expected)} inputs but got {len(feeds)} inputs for model {model!r}; missing "
+            f"{missing}"
         )
     if config.max_batch_size > 0 and rows is not None and not 1 <= rows <= config.max_batch_size:
         raise InvalidInput(
-            f"inference request batch-size must be in [1, {config.max_batch_size}] for model {model!r}, got {rows}"
+            f"inference request batch-size must be in [1, {config.max_batch_size}] for model {model!r}, got "
+            f"{rows}"
         )
     outputs = _outputs(request, config)
     return ValidRequest(
@@ -78,11 +81,11 @@ def _array(tensor: Tensor, spec: TensorConfig, config: ModelConfig) -> np.ndarra
     expected = ((-1,) if config.max_batch_size > 0 else ()) + spec.dims
     if (
         len(shape) != len(expected)
-        or any(e != -1 and e != s for e, s in zip(expected, shape))
+        or any(e != -1 and e != s for e, s in zip(expected, shape, strict=True))
         or min(shape, default=0) < 0
     ):
         raise InvalidInput(f"{where}: expected shape {list(expected)}, got {list(shape)}")
-    empty = [i for i, (e, s) in enumerate(zip(expected, shape)) if e == -1 and s == 0]
+    empty = [i for i, (e, s) in enumerate(zip(expected, shape, strict=True)) if e == -1 and s == 0]
     if empty:
         raise InvalidInput(
             f"{where}: shape {list(shape)} has size 0 in variable dimension {empty[0]}; this server runs "
@@ -133,7 +136,8 @@ def _check_utf8(data: np.ndarray, where: str) -> None:
                 item.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise InvalidInput(
-                    f"{where}: BYTES element {i} ({item[:16]!r}) is not UTF-8 ({e.reason} at byte {e.start}); "
+                    f"{where}: BYTES element {i} ({item[:16]!r}) is not UTF-8 ({e.reason} at byte "
+                    f"{e.start}); "
                     "an ONNX model's string tensors hold UTF-8 text"
                 ) from None
 

@@ -46,8 +46,8 @@ def dominated_variants(candidates: Sequence[Candidate]) -> dict[str, str]:
             slow = [a.card.latency_ms(s, "p50_ms") for s in sizes]
             fast = [b.card.latency_ms(s, "p50_ms") for s in sizes]
             acc_a, acc_b = accuracy_score(a), accuracy_score(b)
-            no_worse = acc_b >= acc_a and all(y <= x for x, y in zip(slow, fast))
-            if no_worse and (acc_b > acc_a or any(y < x for x, y in zip(slow, fast))):
+            no_worse = acc_b >= acc_a and all(y <= x for x, y in zip(slow, fast, strict=True))
+            if no_worse and (acc_b > acc_a or any(y < x for x, y in zip(slow, fast, strict=True))):
                 beaten[a.model_name] = b.model_name
                 break
     return beaten

@@ -19,8 +19,8 @@ SECTIONS = {
 DOCS = Path("docs")
 HEADER = """# Benchmarks
 
-Every number here was measured on this project's 2-core machine (AMD EPYC with AVX-512 VNNI and BF16: the brief
-says "AVX2 without VNNI", the CPU flags say otherwise), side by side in one run,
+Every number here was measured on this project's 2-core machine (AMD EPYC with AVX-512 VNNI and BF16: the
+brief says "AVX2 without VNNI", the CPU flags say otherwise), side by side in one run,
 and is reproduced by the command quoted with each table. The machine is shared: each measurement
 window records the hypervisor's CPU steal and other processes' CPU use; disturbed windows are dropped
 and medians of the rest are quoted. Compare ratios, not absolute times.

@@ -118,7 +118,7 @@ async def open_loop(gw: GatewayProcess, t: Target, rate: float, seconds: float, 
             await asyncio.gather(
                 *(
                     execute(d, OpenLoop(s, 4096), drain_timeout_s=t.deadline_s + 5.0, server_pids=(gw.pid,))
-                    for d, s in zip(drivers, schedules)
+                    for d, s in zip(drivers, schedules, strict=True)
                 )
             )
         )
@@ -137,7 +137,7 @@ def outcome(run: Run, deadline_s: float) -> dict[str, Any]:
         "served": int(ok.sum()),
         "served_in_time": int((ok & (latency_ms <= deadline_s * 1000)).sum()),
         "shed": int(shed.sum()),
-        "other_errors": dict(zip(*np.unique(run.error[other].astype(str), return_counts=True)))
+        "other_errors": dict(zip(*np.unique(run.error[other].astype(str), return_counts=True), strict=True))
         if other.any()
         else {},
         "served_p50_ms": float(np.percentile(latency_ms[ok], 50)) if ok.any() else None,
@@ -191,7 +191,7 @@ def render(t: Target, seconds: float, cap: float, rows: list[dict[str, Any]], st
                 str(r["other_errors"] or "none"),
                 f"{r['other_cores']:.2f}",
             ]
-            for p, r in zip(PROTOCOLS, rows)
+            for p, r in zip(PROTOCOLS, rows, strict=True)
         ],
     )
     goodput = sum(r["served_in_time"] for r in rows) / seconds

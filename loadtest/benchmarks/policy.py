@@ -161,7 +161,9 @@ def run(args: argparse.Namespace) -> str:
     repo: Path = args.repository
     common.ensure_variants(repo, LOGICAL, ["int8"])
     prefix = LOGICAL + MODEL_NAME_SEPARATOR
-    models = sorted(p.name for p in repo.iterdir() if p.name.startswith(prefix) and (p / VERSION_DIR).is_dir())
+    models = sorted(
+        p.name for p in repo.iterdir() if p.name.startswith(prefix) and (p / VERSION_DIR).is_dir()
+    )
     losses = {m: read_card(repo / m).accuracy.relative_loss for m in models}
     load = payloads.sentences(256, seq_len=SEQ_LEN)
     with tempfile.TemporaryDirectory(prefix="varigate-policy-") as tmp:

@@ -176,7 +176,7 @@ def plot(samples: list[Sample], warmup_s: float, path: Path, title: str) -> Path
         ("latency (ms)", None),
         ("other CPU (cores) / steal", None),
     ]
-    for ax, (label, ys) in zip(axes, series):
+    for ax, (label, ys) in zip(axes, series, strict=True):
         ax.set_ylabel(label)
         ax.axvline(warmup_s / 60, color="grey", linestyle=":", linewidth=1)
         if ys is not None:
@@ -207,9 +207,12 @@ def render(t: overload.Target, result: dict[str, Any], v: dict[str, Any], args: 
         "## Soak: 70% of capacity over HTTP and gRPC",
         "",
         (
-            f"Command: `{command}`, {common.today()}. Target: {t.label}. Capacity {result['capacity_per_s']:.1f}/s, "
-            f"offered {result['rate_per_s']:.1f}/s (half per protocol, Poisson) for {args.minutes:g} min; windows of "
-            f"{args.window_secs:g} s, the first {args.warmup_minutes:g} min are warm-up. {result['requests']} requests, "
+            f"Command: `{command}`, {common.today()}. Target: {t.label}. Capacity "
+            f"{result['capacity_per_s']:.1f}/s, "
+            f"offered {result['rate_per_s']:.1f}/s (half per protocol, Poisson) for {args.minutes:g} min; "
+            "windows of "
+            f"{args.window_secs:g} s, the first {args.warmup_minutes:g} min are warm-up. "
+            f"{result['requests']} requests, "
             f"errors: {result['errors'] or 'none'}."
         ),
         "",
@@ -220,7 +223,8 @@ def render(t: overload.Target, result: dict[str, Any], v: dict[str, Any], args: 
         f"**every window was disturbed** (steal > 5% or other processes > 0.25 cores): judged on all "
         f"{v['windows']} windows after the warm-up, so read the p99 verdict with care"
         if v["all_disturbed"]
-        else f"judged on {v['windows']} undisturbed windows after the warm-up ({v['dropped']} dropped: steal > 5%, "
+        else f"judged on {v['windows']} undisturbed windows after the warm-up ({v['dropped']} dropped: steal "
+        "> 5%, "
         "other processes > 0.25 cores, or warm-up)"
     )
     lines += [

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.cpu import Monitor
-from varigate.contract.card import CARD_FILENAME, VariantCard, read_card
+from varigate.contract.card import CARD_FILENAME, BatchProfile, VariantCard, read_card
 from varigate.contract.layout import BUILD_REPORT_FILENAME, model_file, model_name
 from varigate.contract.variants import REFERENCE_VARIANT, variant_rank
 
@@ -85,7 +85,7 @@ def measure(
     }
     rng = np.random.default_rng(0)
     feeds = {(v, b): feeds_for(sessions[v], cards[v][0], b, rng) for v in sessions for b in batches}
-    for (v, b), f in feeds.items():  # warm up
+    for (v, _), f in feeds.items():  # warm up
         for _ in range(2):
             sessions[v].run(None, f)
     points = {(v, b): Point() for v in sessions for b in batches}
@@ -192,7 +192,10 @@ def table(
         line for v, (card, _) in cards.items() if len(card.gate.attempts) > 1 for line in _ladder(card)
     ]
     if ladders:
-        out += "\n\nFallback ladders walked at build time (from the cards; the last rung tried is the one shipped):\n"
+        out += (
+            "\n\nFallback ladders walked at build time (from the cards; the last rung tried is the one "
+            "shipped):\n"
+        )
         out += "\n".join(ladders)
     return out
 
@@ -221,13 +224,14 @@ def card_table(cards: dict[str, tuple[VariantCard, Path]]) -> str:
     ref = cards.get(REFERENCE_VARIANT)
     ref_tput = {p.batch_size: p.throughput_per_s for p in ref[0].profile} if ref else {}
     lines = [
-        "| variant | p50/p99 b1 ms | p50/p99 b8 ms | rows/s b8 | x fp32 b8 (card) | CPU steal during profile |",
+        "| variant | p50/p99 b1 ms | p50/p99 b8 ms | rows/s b8 | x fp32 b8 (card) "
+        "| CPU steal during profile |",
         "|---|---|---|---|---|---|",
     ]
-    for v, (card, _) in cards.items():
+    for card, _ in cards.values():
         pts = {p.batch_size: p for p in card.profile}
 
-        def lat(b: int) -> str:
+        def lat(b: int, pts: dict[int, BatchProfile] = pts) -> str:
             return f"{pts[b].p50_ms:.2f}/{pts[b].p99_ms:.2f}" if b in pts else "-"
 
         t8 = pts[8].throughput_per_s if 8 in pts else None
@@ -255,7 +259,8 @@ def run(args: argparse.Namespace) -> str:
     parts = [
         "## Variants: accuracy and onnxruntime throughput, side by side\n",
         f"Command: `{COMMAND}` (after `varigate compress default --out {repo}`), "
-        f"{datetime.date.today().isoformat()}, {args.rounds} interleaved rounds of {WINDOW_S}s windows per point, "
+        f"{datetime.date.today().isoformat()}, {args.rounds} interleaved rounds of {WINDOW_S}s windows per "
+        "point, "
         "onnxruntime CPU provider with 2 intra-op threads. Accuracy columns come from the variant cards "
         "(embedder: mean cosine to fp32 on the held-out text set; classifier: top-1 on the held-out split).",
     ]

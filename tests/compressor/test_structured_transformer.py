@@ -97,11 +97,13 @@ def test_select_ranks_units_across_layers() -> None:
 def test_same_seed_same_student(tokenizer) -> None:
     _, _, a, _ = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16)
     _, _, b, _ = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_bad_keep_counts_are_refused(tokenizer) -> None:
-    with pytest.raises(ValueError, match="keep heads per layer must be in 1..4"):
+    with pytest.raises(ValueError, match=r"keep heads per layer must be in 1\.\.4"):
         run(tokenizer, keep_heads_per_layer=5)
     with pytest.raises(ValueError, match="lists 2 values for 3 layers"):
         run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=[8, 8])

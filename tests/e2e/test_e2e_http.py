@@ -132,7 +132,7 @@ async def test_aio_client_concurrent(gateway: GatewayProcess) -> None:
         )
         stats = await c.get_inference_statistics("tiny.fp32")
         every = await c.get_inference_statistics()
-    for (ids, mask), result in zip(batches, results):
+    for (ids, mask), result in zip(batches, results, strict=True):
         np.testing.assert_allclose(
             result.as_numpy("embedding"), tiny_reference(ids, mask), rtol=1e-5, atol=1e-6
         )

@@ -155,7 +155,7 @@ async def test_sigterm_drains_every_accepted_request(start_gateway: Any) -> None
         assert gw.proc is not None
         gw.proc.terminate()  # SIGTERM
         results = await asyncio.gather(*pending, return_exceptions=True)
-    for (ids, mask), result in zip(batches, results):
+    for (ids, mask), result in zip(batches, results, strict=True):
         assert not isinstance(result, BaseException), result
         np.testing.assert_allclose(
             result.as_numpy("embedding"), tiny_reference(ids, mask), rtol=1e-5, atol=1e-6

@@ -67,12 +67,12 @@ async def test_concurrent_requests_are_batched_and_equal_unbatched(batching_gate
     executions = gw.metric("nv_inference_exec_count", **MODEL) - exec0
     assert rows == sum(ids.shape[0] for ids, _ in requests)
     assert executions <= rows / 3, f"{executions} executions for {rows} rows: not batched"
-    for (ids, mask), result in zip(requests, together):
+    for (ids, mask), result in zip(requests, together, strict=True):
         np.testing.assert_allclose(
             result.as_numpy("embedding"), tiny_reference(ids, mask), rtol=1e-5, atol=1e-6
         )
         assert result.as_numpy("token_embeddings").shape == (*ids.shape, 8)  # split back to its own length
-    for single, result in zip(alone, together):
+    for single, result in zip(alone, together, strict=True):
         np.testing.assert_allclose(
             result.as_numpy("embedding"), single.as_numpy("embedding"), rtol=1e-6, atol=1e-7
         )
@@ -121,7 +121,7 @@ async def test_full_queue_is_refused_at_once(queue_gateway: GatewayProcess) -> N
         assert elapsed < 0.6, "a full queue must answer at once, not after the batch delay"
         assert "queue" in error.message()
     assert [e.status() for _, e in extra] == ["429", "429", "StatusCode.RESOURCE_EXHAUSTED"]
-    for elapsed, result in accepted:
+    for _, result in accepted:
         assert not isinstance(result, Exception), result
         np.testing.assert_allclose(
             result.as_numpy("embedding"), tiny_reference(ids, mask), rtol=1e-5, atol=1e-6

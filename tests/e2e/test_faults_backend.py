@@ -131,8 +131,8 @@ async def test_raising_variant_fails_only_its_batches_and_is_routed_around(fault
         for e in failures:
             assert e.status() == "500" and "'tiny.int8'" in e.message() and "boom" in e.message(), e
         # pinned requests still go to the pinned variant and get its error, over both protocols
-        h_elapsed, h_error = await timed(http.infer("tiny.int8", http_inputs(ids, mask)))
-        g_elapsed, g_error = await timed(grpc.infer("tiny.int8", grpc_inputs(ids, mask)))
+        _, h_error = await timed(http.infer("tiny.int8", http_inputs(ids, mask)))
+        _, g_error = await timed(grpc.infer("tiny.int8", grpc_inputs(ids, mask)))
         assert isinstance(h_error, InferenceServerException) and h_error.status() == "500"
         assert isinstance(g_error, InferenceServerException) and g_error.status() == "StatusCode.INTERNAL"
         for e in (h_error, g_error):

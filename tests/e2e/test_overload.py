@@ -77,7 +77,7 @@ async def _overload(gw: GatewayProcess, rate: float) -> dict[str, tuple[Run, Che
     finally:
         for d in drivers.values():
             await d.close()
-    return {p: (run, d) for (p, d), run in zip(drivers.items(), runs)}
+    return {p: (run, d) for (p, d), run in zip(drivers.items(), runs, strict=True)}
 
 
 def test_overload_sheds_early_and_keeps_goodput(slow_gateway: GatewayProcess) -> None:
@@ -95,7 +95,10 @@ def test_overload_sheds_early_and_keeps_goodput(slow_gateway: GatewayProcess) ->
         assert len(run.error) == len(run.scheduled_s) > OVERLOAD * capacity / 2 * DURATION_S * 0.8
         ok, shed = run.error == "", run.error == "overloaded"
         assert shed.sum() > 0.4 * len(run.error), f"{protocol}: at 3x capacity most requests must be shed"
-        full = f"model {MODEL!r} queue is full: {QUEUE} requests queued at priority level 0, max_queue_size {QUEUE}"
+        full = (
+            f"model {MODEL!r} queue is full: {QUEUE} requests queued at priority level 0, max_queue_size "
+            f"{QUEUE}"
+        )
         assert set(driver.messages) == {full}, dict(driver.messages)
         latency_s = run.done_s - run.scheduled_s
         assert np.all(latency_s[ok] <= DEADLINE_S), (
@@ -103,7 +106,8 @@ def test_overload_sheds_early_and_keeps_goodput(slow_gateway: GatewayProcess) ->
         )
         refusal_ms = (run.done_s - run.sent_s)[shed] * 1000
         print(
-            f"{protocol}: {len(run.error)} sent, {int(ok.sum())} served (max {latency_s[ok].max() * 1000:.0f} ms), "
+            f"{protocol}: {len(run.error)} sent, {int(ok.sum())} served (max "
+            f"{latency_s[ok].max() * 1000:.0f} ms), "
             f"{int(shed.sum())} shed (p50/90/99 {np.percentile(refusal_ms, [50, 90, 99]).round(1)} ms), "
             f"other cores {run.cpu.other_cores:.2f}, steal {run.cpu.steal_fraction:.3f}"
         )
@@ -117,7 +121,8 @@ def test_overload_sheds_early_and_keeps_goodput(slow_gateway: GatewayProcess) ->
     assert goodput >= 0.8 * capacity, f"goodput {goodput:.1f}/s under overload, capacity {capacity:.1f}/s"
     growth_mb = (rss_after - rss_before) / 2**20
     print(
-        f"capacity {capacity:.1f}/s, goodput {goodput:.1f}/s, RSS {rss_before / 2**20:.0f} MB +{growth_mb:.1f} MB"
+        f"capacity {capacity:.1f}/s, goodput {goodput:.1f}/s, RSS {rss_before / 2**20:.0f} MB "
+        f"+{growth_mb:.1f} MB"
     )
     assert growth_mb < 30, f"gateway RSS grew {growth_mb:.1f} MB under overload"
 

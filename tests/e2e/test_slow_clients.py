@@ -6,6 +6,7 @@ gateway's file descriptors return to their baseline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import time
 from collections.abc import Iterator
@@ -95,10 +96,13 @@ async def _scenario(gw: GatewayProcess) -> tuple[dict[str, list[tuple[float, byt
     peak = open_fds(gw.pid)
     end = t0 + TIMEOUT_S * 0.9  # normal requests while every stalled socket is still open
     closes = {k: [asyncio.ensure_future(_closed_after(r, t0)) for r, _ in v] for k, v in socks.items()}
-    trickle = asyncio.ensure_future(_trickle([w for _, w in socks["slowloris"]], t0 + 3 * TIMEOUT_S))
+    slowloris = [w for _, w in socks["slowloris"]]
+    trickle = asyncio.create_task(_trickle(slowloris, t0 + 3 * TIMEOUT_S))
     latencies = await _normal_traffic(gw, end)
     done = {k: await asyncio.wait_for(asyncio.gather(*v), 3 * TIMEOUT_S) for k, v in closes.items()}
     trickle.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await trickle  # finished before its writers close
     for v in socks.values():
         for _, w in v:
             w.close()

@@ -57,7 +57,8 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
 
 @pytest.fixture
 def rss_guard(fuzz_gateway: GatewayProcess) -> Iterator[GatewayProcess]:
-    """The gateway, checked after the test: still live and its RSS within ``RSS_GROWTH_BOUND_BYTES`` of before."""
+    """The gateway, checked after the test: still live, and its RSS within ``RSS_GROWTH_BOUND_BYTES`` of
+    before."""
     pid = fuzz_gateway.pid
     before, peak_before = proc_status_bytes(pid, "VmRSS"), proc_status_bytes(pid, "VmHWM")
     yield fuzz_gateway

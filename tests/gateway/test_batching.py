@@ -43,7 +43,7 @@ async def test_batched_outputs_equal_unbatched_with_padding(build: Callable[...,
             assert after.execution_count - before.execution_count < len(requests) / 2, (
                 "requests were not batched"
             )
-            for (ids, mask), single, batched in zip(requests, alone, together):
+            for (ids, mask), single, batched in zip(requests, alone, together, strict=True):
                 got = outputs(batched)
                 np.testing.assert_allclose(got["embedding"], single["embedding"], rtol=0, atol=1e-6)
                 np.testing.assert_allclose(
@@ -203,7 +203,7 @@ async def test_a_bad_request_never_fails_the_others(tiny_repo: Path) -> None:
             *(service.infer(r) for r in [*good[:4], bad, *good[4:]]), return_exceptions=True
         )
     assert isinstance(results[4], InvalidInput)
-    for request, response in zip(good, [*results[:4], *results[5:]]):
+    for request, response in zip(good, [*results[:4], *results[5:]], strict=True):
         assert isinstance(response, InferResponse)
         ids, mask = request.inputs[0].data, request.inputs[1].data
         np.testing.assert_allclose(outputs(response)["embedding"], tiny_reference(ids, mask), atol=1e-5)

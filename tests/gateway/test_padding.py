@@ -54,7 +54,7 @@ def test_signature_keeps_unpaddable_shapes_apart() -> None:
     off = config(**{PARAM_PAD_INPUTS: "none"})
     assert signature(off, feeds(1, 2)) != signature(off, feeds(1, 5))
     assert signature(off, feeds(1, 2)) == signature(off, feeds(4, 2))
-    with pytest.raises(ValueError, match="input 'ids' has shapes .* and may not be padded"):
+    with pytest.raises(ValueError, match=r"input 'ids' has shapes .* and may not be padded"):
         merge(off, [feeds(1, 2), feeds(1, 5)])
     with pytest.raises(ValueError, match=r"names unknown inputs \['nope'\]"):
         _ = config(**{PARAM_PAD_INPUTS: "ids,nope"}).pad_inputs

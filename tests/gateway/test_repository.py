@@ -78,7 +78,7 @@ async def test_none_mode_serves_what_loads_and_reports_the_rest(tiny_repo: Path)
         assert not service.server_ready()  # strict readiness: a model failed to load
         assert not service.model_ready("tiny.int8")
         with pytest.raises(
-            ModelNotReady, match="'tiny.int8' is not ready: failed to load model 'tiny.int8' version 2"
+            ModelNotReady, match=r"'tiny\.int8' is not ready: failed to load model 'tiny\.int8' version 2"
         ):
             await service.infer(tiny_request("tiny.int8", IDS))
         assert (await service.infer(tiny_request("tiny", IDS))).model_name == "tiny.fp32"
@@ -170,7 +170,7 @@ async def test_explicit_mode_loads_and_unloads_on_request(tiny_repo: Path) -> No
         with pytest.raises(Unsupported, match=r"load parameters \['config'\]"):
             await service.load_model("tiny.fp32", {"config": "{}"})
         add_version(tiny_repo, "clf.fp32", 1, broken=True)
-        with pytest.raises(ModelLoadError, match="failed to load model 'clf.fp32' version 1"):
+        with pytest.raises(ModelLoadError, match=r"failed to load model 'clf\.fp32' version 1"):
             await service.load_model("clf.fp32")
 
 

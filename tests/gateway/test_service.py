@@ -27,7 +27,8 @@ def ids_tensor(
     [
         (
             [ids_tensor(), ids_tensor("attention_mask"), ids_tensor("token_type_ids")],
-            r"unexpected inference input 'token_type_ids' for model 'tiny.fp32'; expected inputs: \['attention_mask', 'input_ids'\]",
+            r"unexpected inference input 'token_type_ids' for model 'tiny.fp32'; expected inputs: "
+            r"\['attention_mask', 'input_ids'\]",
         ),
         (
             [ids_tensor()],

@@ -61,7 +61,7 @@ def test_labels_need_the_key_while_inference_does_not(gateway: GatewayProcess) -
     predicted += [classify_grpc(gateway, f"g{i}", 10 + i) for i in range(2)]
     ids = ["h0", "h1", "g0", "g1"]
     truth = [p if i < 3 else (p + 1) % 3 for i, p in enumerate(predicted)]  # 3 of 4 right
-    body = {"labels": [{"id": i, "label": t} for i, t in zip(ids, truth)]}
+    body = {"labels": [{"id": i, "label": t} for i, t in zip(ids, truth, strict=True)]}
     url = f"http://{gateway.http}/v2/models/clf/labels"
     wrong: list[dict[str, str]] = [
         {},  # no header

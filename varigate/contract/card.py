@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ class VariantCard:
         pts = sorted(self.profile, key=lambda p: p.batch_size)
         if batch_size <= pts[0].batch_size:
             return float(getattr(pts[0], quantile))
-        for lo, hi in zip(pts, pts[1:]):
+        for lo, hi in pairwise(pts):
             if batch_size <= hi.batch_size:
                 f = (batch_size - lo.batch_size) / (hi.batch_size - lo.batch_size)
                 return float(getattr(lo, quantile) + f * (getattr(hi, quantile) - getattr(lo, quantile)))

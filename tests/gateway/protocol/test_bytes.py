@@ -137,7 +137,7 @@ async def test_bytes_requests_batch_by_shape_and_are_never_padded(text_repo: Pat
         gate.open()
         results = await asyncio.gather(*tasks)
         stats = (await http.get_inference_statistics("text.base"))["model_stats"][0]
-    for data, result in zip(rows, results):
+    for data, result in zip(rows, results, strict=True):
         assert result.as_numpy("echo").tolist() == data.tolist()
         np.testing.assert_array_equal(result.as_numpy("words"), text_reference(data)["words"])
     executed = {b["batch_size"]: b["compute_infer"]["count"] for b in stats["batch_stats"]}

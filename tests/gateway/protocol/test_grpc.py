@@ -46,8 +46,8 @@ async def test_a_stream_answers_each_request_when_it_completes(text_repo: Path, 
                 results[response_id] = result.as_numpy("embedding")
             if len(order) == 3:
                 break
-    assert order == ["error: expected 2 inputs but got 1 inputs for model 'tiny.fp32'; missing ['attention_mask']",
-                     "first", "last"]  # fmt: skip
+    missing = "error: expected 2 inputs but got 1 inputs for model 'tiny.fp32'; missing ['attention_mask']"
+    assert order == [missing, "first", "last"]
     for name, (ids, mask) in (("first", first), ("last", last)):
         np.testing.assert_allclose(results[name], tiny_reference(ids, mask), rtol=1e-5, atol=1e-6)
 

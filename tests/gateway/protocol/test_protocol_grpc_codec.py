@@ -156,7 +156,7 @@ def test_declared_shapes_are_bounded_before_anything_is_allocated(
         decode_infer_request(msg, limits)
     typed = pb.ModelInferRequest(model_name="m")
     typed.inputs.add(name="x", datatype="INT64", shape=[100, 100]).contents.int64_contents.append(1)
-    with pytest.raises(InvalidInput, match="input 'x'.*takes the request over its limit of 256"):
+    with pytest.raises(InvalidInput, match=r"input 'x'.*takes the request over its limit of 256"):
         decode_infer_request(typed, limits)
 
 
@@ -187,7 +187,7 @@ def test_shared_memory_and_classification_are_unsupported() -> None:
 
 
 def test_malformed_protobuf() -> None:
-    with pytest.raises(InvalidInput, match="malformed inference.ModelInferRequest protobuf"):
+    with pytest.raises(InvalidInput, match=r"malformed inference\.ModelInferRequest protobuf"):
         parse_message(pb.ModelInferRequest, b"\xff\xff\xff")
 
 

@@ -144,7 +144,7 @@ def test_binary_size_mismatches_are_named() -> None:
         decode_infer_request(orjson.dumps(_binary_doc(8)), None, "m", "")
     both = _binary_doc(8)
     both["inputs"][0]["data"] = [1, 2]
-    with pytest.raises(InvalidInput, match="both 'data' and parameters.binary_data_size"):
+    with pytest.raises(InvalidInput, match=r"both 'data' and parameters\.binary_data_size"):
         _decode(both, b"\0" * 8)
 
 
