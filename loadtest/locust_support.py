@@ -30,8 +30,8 @@ class LocustSettings:
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> LocustSettings:
         """``VARIGATE_LT_MODEL`` (minilm), ``VARIGATE_LT_BINARY`` (1), ``VARIGATE_LT_GRPC`` (127.0.0.1:8001),
-        ``VARIGATE_LT_SLO_MS``, ``VARIGATE_LT_DATA`` (sentences | digits), ``VARIGATE_LT_SEQ_LEN``,
-        ``VARIGATE_LT_PAYLOADS`` (64)."""
+        ``VARIGATE_LT_SLO_MS``, ``VARIGATE_LT_DATA`` (sentences | digits | a ``.npz`` file of input arrays,
+        one row a request), ``VARIGATE_LT_SEQ_LEN``, ``VARIGATE_LT_PAYLOADS`` (64)."""
         e = os.environ if env is None else env
         slo, seq = e.get("VARIGATE_LT_SLO_MS"), e.get("VARIGATE_LT_SEQ_LEN")
         return LocustSettings(
@@ -50,6 +50,8 @@ class LocustSettings:
     def make_payloads(self) -> Payloads:
         if self.data == "digits":
             return payload_kinds.digits(self.payloads)
+        if self.data.endswith(".npz"):
+            return payload_kinds.npz(self.data)
         return payload_kinds.sentences(self.payloads, seq_len=self.seq_len)
 
 

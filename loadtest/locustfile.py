@@ -18,7 +18,9 @@ import time
 from typing import Any
 
 import grpc.experimental.gevent as grpc_gevent
-from locust import HttpUser, User, constant, events, task
+from locust import HttpUser, User, constant, task
+from locust.exception import StopUser
+from tritonclient.utils import InferenceServerException
 
 from loadtest.clients import grpc_inputs
 from loadtest.locust_support import LocustSettings, http_requests, http_variant
@@ -28,7 +30,18 @@ SETTINGS = LocustSettings.from_env()
 _PAYLOADS = SETTINGS.make_payloads()
 
 
-class KServeHttpUser(HttpUser):  # type: ignore[misc]
+class GrpcError(Exception):
+    """A failed ``ModelInfer``, with its status and message (tritonclient's ``InferenceServerException``
+    does not pass them to ``Exception``, so Locust's table showed a bare ``InferenceServerException()``)."""
+
+
+def _named(e: Exception) -> Exception:
+    if isinstance(e, InferenceServerException):
+        return GrpcError(f"{e.status()}: {e.message()}")
+    return e
+
+
+class KServeHttpUser(HttpUser):
     """``POST /v2/models/<model>/infer`` with JSON or binary tensors (``VARIGATE_LT_BINARY``)."""
 
     wait_time = constant(0)
@@ -40,7 +53,7 @@ class KServeHttpUser(HttpUser):  # type: ignore[misc]
         self._path = f"/v2/models/{SETTINGS.model}/infer"
         self._name = f"infer {SETTINGS.model} ({'binary' if SETTINGS.binary else 'json'})"
 
-    @task  # type: ignore[untyped-decorator]
+    @task
     def infer(self) -> None:
         body, headers = next(self._requests)
         with self.client.post(
@@ -60,7 +73,7 @@ class KServeHttpUser(HttpUser):  # type: ignore[misc]
                 )
 
 
-class KServeGrpcUser(User):  # type: ignore[misc]
+class KServeGrpcUser(User):
     """``ModelInfer`` through tritonclient's gRPC client (grpcio made gevent-cooperative)."""
 
     wait_time = constant(0)
@@ -70,8 +83,28 @@ class KServeGrpcUser(User):  # type: ignore[misc]
 
         self._client = grpcclient.InferenceServerClient(SETTINGS.grpc_url)
         self._requests = itertools.cycle(grpc_inputs(_PAYLOADS))
+        try:
+            ready = self._client.is_model_ready(SETTINGS.model)
+        except Exception as e:  # noqa: BLE001 - nothing listens there: say where, once, and stop this user
+            ready, why = False, str(_named(e))
+        else:
+            why = f"model {SETTINGS.model!r} is not ready there"
+        if not ready:
+            self.environment.events.request.fire(
+                request_type="grpc",
+                name=f"ModelInfer {SETTINGS.model}",
+                response_time=0,
+                response_length=0,
+                exception=GrpcError(f"gRPC server {SETTINGS.grpc_url} (VARIGATE_LT_GRPC): {why}"),
+                context={},
+            )
+            self._client.close()
+            raise StopUser
 
-    @task  # type: ignore[untyped-decorator]
+    def on_stop(self) -> None:
+        self._client.close()  # an open channel keeps Locust from exiting at its time limit
+
+    @task
     def infer(self) -> None:
         inputs, outputs = next(self._requests)
         start = time.perf_counter()
@@ -81,8 +114,8 @@ class KServeGrpcUser(User):  # type: ignore[misc]
                 SETTINGS.model, inputs, outputs=outputs, parameters=SETTINGS.parameters() or None
             )
         except Exception as e:  # noqa: BLE001 - reported to Locust as the request's failure
-            error = e
-        events.request.fire(
+            error = _named(e)
+        self.environment.events.request.fire(
             request_type="grpc",
             name=f"ModelInfer {SETTINGS.model}",
             response_time=(time.perf_counter() - start) * 1000.0,
