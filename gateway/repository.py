@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format, text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -255,7 +255,8 @@ def config_to_json(proto: Message) -> dict[str, Any]:
     data = json_format.MessageToDict(
         proto, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    return _int64_as_numbers(proto.DESCRIPTOR, data)
+    # The stubs type DESCRIPTOR as the Python or the upb class; under upb the two are one class at runtime.
+    return _int64_as_numbers(cast(Descriptor, proto.DESCRIPTOR), data)
 
 
 _INT64 = {

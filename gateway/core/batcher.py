@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -355,7 +356,8 @@ class Batcher:
         call = asyncio.ensure_future(self.runner.infer(feeds))
         waiting = [it.future for it in batch if not it.future.done()]
         while waiting and not call.done():
-            await asyncio.wait([call, *waiting], return_when=asyncio.FIRST_COMPLETED)
+            either: list[asyncio.Future[Any]] = [call, *waiting]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             waiting = [f for f in waiting if not f.done()]
         if call.done():
             return await call

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -86,7 +86,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Calla
 
 
 def _unary(behavior: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-    async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error.message)
         try:
@@ -102,18 +102,36 @@ def _unary(behavior: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any
     return run
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+def _replaced(
+    handler: grpc.RpcMethodHandler[_Req, _Resp], **fields: Any
+) -> grpc.RpcMethodHandler[_Req, _Resp]:
+    """A copy of ``handler`` with ``fields`` replaced. grpc's handlers are namedtuples; the stubs declare
+    only their abstract base, without ``_replace``, and aio behaviours return awaitables where the stubs
+    say values: so the handler is Any here, at this one boundary."""
+    untyped: Any = handler
+    replaced: grpc.RpcMethodHandler[_Req, _Resp] = untyped._replace(**fields)
+    return replaced
+
+
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, restrictions: Restrictions) -> None:
         self._restrictions = restrictions
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler: Any = await continuation(details)  # grpc's RpcMethodHandler namedtuple
-        if handler is None:
-            return handler
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        found = await continuation(details)
+        if found is None:
+            return None
+        handler: Any = found  # see _replaced: grpc's namedtuple, with aio behaviours
         api = _api_of(details.method)
         if api is not None:
             headers = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
@@ -123,12 +141,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return _refusal(handler, grpc_code(e.kind), e.message)
         parse = _tolerant(handler.request_deserializer, details.method)
         if handler.unary_unary is not None:
-            return handler._replace(request_deserializer=parse, unary_unary=_unary(handler.unary_unary))
-        return handler._replace(request_deserializer=parse)
+            return _replaced(found, request_deserializer=parse, unary_unary=_unary(handler.unary_unary))
+        return _replaced(found, request_deserializer=parse)
 
 
-def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _refusal(
+    handler: grpc.RpcMethodHandler[_Req, _Resp], code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler[_Req, _Resp]:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(code, message)
 
     kind = "unary_unary"
@@ -138,10 +158,11 @@ def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> grpc.RpcMetho
         kind = "unary_stream"
     elif handler.request_streaming:
         kind = "stream_unary"
-    replaced: grpc.RpcMethodHandler = handler._replace(**{kind: refuse})
-    return replaced
+    return _replaced(handler, **{kind: refuse})
 
 
+# The ignore below is unavoidable: tritonclient ships no types, so its generated servicer base (UNIMPLEMENTED
+# defaults for the methods this server leaves out) is Any, and subclassing it is how grpc registers it.
 class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(
         self, service: InferenceService, limits: RequestLimits = DEFAULT_LIMITS, max_stream_inflight: int = 64
