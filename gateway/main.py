@@ -36,8 +36,12 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway")
 
 
-def build_service(settings: Settings, metrics: Metrics) -> Service:
-    """The core service over the repository, reporting to ``metrics``; not started."""
+def build_service(
+    settings: Settings, metrics: Metrics, *, backend_options: dict[str, Any] | None = None
+) -> Service:
+    """The core service over the repository, reporting to ``metrics``; not started. ``backend_options``
+    replace the ones ``settings`` give ``settings.backend`` (objects an embedder passes, such as a test's
+    gate)."""
     from gateway.policies import build_policy
     from gateway.repository import QueueDefaults, create_service
 
@@ -48,6 +52,8 @@ def build_service(settings: Settings, metrics: Metrics) -> Service:
             "inter_op_threads": settings.ort_inter_op_threads,
             "executor_workers": settings.executor_workers or None,
         }
+    if backend_options is not None:
+        options = backend_options
     policy, drift = build_policy(settings, metrics.policy)
     return create_service(
         settings.repository,

@@ -65,8 +65,12 @@ class Gate:
         self.started = threading.Semaphore(0)
 
     @property
+    def backend_options(self) -> dict[str, Any]:
+        return {"gate": self.event, "started": self.started}
+
+    @property
     def options(self) -> dict[str, Any]:
-        return {"backend": GATED, "backend_options": {"gate": self.event, "started": self.started}}
+        return {"backend": GATED, "backend_options": self.backend_options}
 
     async def entered(self, timeout_s: float = 10.0) -> None:
         if not await asyncio.to_thread(self.started.acquire, True, timeout_s):

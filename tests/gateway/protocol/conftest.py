@@ -19,13 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.main import Gateway
+from gateway.main import Gateway, build_service
 from gateway.metrics import Metrics
-from gateway.repository import create_service
 from gateway.settings import ENV_PREFIX, Settings
 from tests.e2e.support import metric_value
 from tests.fixtures.tinyrepo import build_tiny_repository
-from tests.gateway.conftest import BACKEND_OPTIONS, Gate
+from tests.gateway.conftest import BACKEND_OPTIONS, GATED, Gate
 
 LIMIT_BYTES = 1 << 20
 START_TIMEOUT_S = 30.0
@@ -65,15 +64,13 @@ async def running(repo: Path, *, gate: Gate | None = None, **settings: Any) -> A
         "max_request_bytes": LIMIT_BYTES,
         **settings,
     }
+    if gate is not None:
+        options["backend"] = GATED
     s = Settings(repository=repo, **options)
     metrics = Metrics()
-    service = create_service(
-        repo,
-        control_mode=s.model_control_mode,
-        startup_models=s.load_model,
-        observer=metrics,
-        strict_readiness=s.strict_readiness,
-        **(gate.options if gate is not None else {"backend_options": BACKEND_OPTIONS}),
+    # built as ``varigate serve`` builds it (policy, drift, queue defaults, health), on the 2-core backend
+    service = build_service(
+        s, metrics, backend_options=BACKEND_OPTIONS if gate is None else gate.backend_options
     )
     gw = Gateway(s, service, metrics)
     await gw.start()
