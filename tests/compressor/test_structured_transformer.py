@@ -88,10 +88,46 @@ def test_global_allocation_keeps_the_total_and_the_minimum(tokenizer) -> None:
     assert [la.intermediate.dense.out_features for la in layers] == info["ffn_per_layer"]
 
 
-def test_select_ranks_units_across_layers() -> None:
-    scores = [torch.tensor([9.0, 8.0, 7.0, 6.0]), torch.tensor([0.1, 0.2, 0.3, 0.4])]
-    assert st._select(scores, [2, 2], 1, "global") == [[0, 1, 2], [3]]
-    assert st._select(scores, [2, 2], 1, "per_layer") == [[0, 1], [2, 3]]
+def scaled_heads(vocab: int, layer_scale: tuple[float, ...]) -> MiniLMEmbedder:
+    """The tiny embedder with head ``h`` of layer ``i`` scaled by ``layer_scale[i] * (h + 1)``: its
+    magnitude score rises with ``h`` inside a layer and with the layer's scale across layers."""
+    model = tiny_embedder(vocab)
+    with torch.no_grad():
+        for la, scale in zip(model.bert.encoder.layer, layer_scale, strict=True):
+            attn = la.attention.self
+            for h in range(HEADS):
+                rows = slice(h * HEAD_DIM, (h + 1) * HEAD_DIM)
+                for lin in (attn.query, attn.key, attn.value):
+                    lin.weight[rows, :] *= scale * (h + 1)
+                la.attention.output.dense.weight[:, rows] *= scale * (h + 1)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("allocation", "kept"),
+    [
+        ("global", [[0, 1, 2, 3], [3], [3]]),  # 6 heads in all, the most important wherever they are
+        ("per_layer", [[2, 3], [2, 3], [2, 3]]),  # the top 2 of each layer
+    ],
+)
+def test_allocation_ranks_heads_across_layers(tokenizer, allocation: str, kept: list[list[int]]) -> None:
+    teacher = scaled_heads(tokenizer.vocab_size, (10.0, 1.0, 0.1))
+    config = st.StructuredTransformerConfig(
+        keep_heads_per_layer=2,
+        keep_ffn_per_layer=FFN,
+        min_heads_per_layer=1,
+        min_ffn_per_layer=4,
+        allocation=allocation,
+        importance="magnitude",
+        distil_steps=0,
+        batch_size=4,
+        max_seq_len=16,
+        bf16=False,
+    )
+    student, info = st.apply(teacher, tokenizer, TEXTS, config)
+    assert info["kept_heads"] == kept and info["heads_per_layer"] == [len(k) for k in kept]
+    layers = student.bert.encoder.layer
+    assert [la.attention.self.num_attention_heads for la in layers] == info["heads_per_layer"]
 
 
 def test_same_seed_same_student(tokenizer) -> None:
