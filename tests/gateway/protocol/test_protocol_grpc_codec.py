@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
 from tritonclient.grpc import InferResult
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc._utils import _get_inference_request
 
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import Datatype, InferResponse, Tensor
@@ -22,6 +24,34 @@ from gateway.protocol.grpc_codec import (
 )
 
 
+def sent_by_tritonclient(send: Callable[[tg.InferenceServerClient], object]) -> bytes:
+    """The bytes of the one ``ModelInfer`` request ``send`` makes through tritonclient's own client, as a
+    real gRPC server on a free loopback port receives them (it answers with an empty response)."""
+    received: list[bytes] = []
+    answer: bytes = pb.ModelInferResponse(model_name="m").SerializeToString()
+
+    def model_infer(request: bytes, context: grpc.ServicerContext) -> bytes:
+        received.append(request)
+        return answer
+
+    # no (de)serializers: the handler sees the request's bytes
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(model_infer)
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelInfer": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    client = tg.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        send(client)
+    finally:
+        client.close()
+        server.stop(grace=None)
+    assert len(received) == 1
+    return received[0]
+
+
 def test_raw_inputs_as_tritonclient_sends_them() -> None:
     a = tg.InferInput("ids", [2, 3], "INT64")
     a.set_data_from_numpy(np.arange(6, dtype=np.int64).reshape(2, 3))
@@ -29,20 +59,19 @@ def test_raw_inputs_as_tritonclient_sends_them() -> None:
     b.set_data_from_numpy(np.array([b"\xff", b""], dtype=object))
     c = tg.InferInput("h", [1], "FP16")
     c.set_data_from_numpy(np.array([0.25], np.float16))
-    msg = _get_inference_request(
-        "m",
-        [a, b, c],
-        "2",
-        "r1",
-        [tg.InferRequestedOutput("o")],
-        0,
-        False,
-        False,
-        3,
-        900,
-        {"slo_ms": 4.5, "tag": "x"},
+    sent = sent_by_tritonclient(
+        lambda client: client.infer(
+            "m",
+            [a, b, c],
+            model_version="2",
+            request_id="r1",
+            outputs=[tg.InferRequestedOutput("o")],
+            priority=3,
+            timeout=900,
+            parameters={"slo_ms": 4.5, "tag": "x"},
+        )
     )
-    r = decode_infer_request(pb.ModelInferRequest.FromString(msg.SerializeToString()))
+    r = decode_infer_request(parse_message(pb.ModelInferRequest, sent))
     assert (r.model_name, r.model_version, r.id, r.protocol) == ("m", "2", "r1", "grpc")
     assert r.parameters == {"priority": 3, "timeout": 900, "slo_ms": 4.5, "tag": "x"}
     assert [o.name for o in r.outputs or []] == ["o"]

@@ -8,7 +8,6 @@ import orjson
 import pytest
 import tritonclient.http as th
 from tritonclient.http import InferResult
-from tritonclient.http._utils import _get_inference_request
 
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import Datatype, InferResponse, Tensor
@@ -114,7 +113,9 @@ def test_binary_inputs_as_tritonclient_sends_them() -> None:
     c = th.InferInput("j", [1], "FP32")
     c.set_data_from_numpy(np.array([0.5], np.float32), binary_data=False)
     outputs = [th.InferRequestedOutput("o1"), th.InferRequestedOutput("o2", binary_data=False)]
-    body, json_size = _get_inference_request([a, b, c], "r1", outputs, 0, False, False, 2, 500, {"slo_ms": 5})
+    body, json_size = th.InferenceServerClient.generate_request_body(
+        [a, b, c], outputs=outputs, request_id="r1", priority=2, timeout=500, parameters={"slo_ms": 5}
+    )
     decoded = decode_infer_request(body, json_size, "m", "3")
     r = decoded.request
     assert (r.model_name, r.model_version, r.id, r.protocol) == ("m", "3", "r1", "http")
