@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 Feeds = dict[str, np.ndarray]
 
 
-def session(path: Path, threads: int = 2) -> object:
+class Session(Protocol):
+    """The part of ``onnxruntime.InferenceSession`` the compressor uses (onnxruntime ships no types)."""
+
+    def run(self, output_names: list[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[Any]: ...
+
+
+def session(path: Path, threads: int = 2) -> Session:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess: Session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess
 
 
 def run_batches(path: Path, batches: Sequence[Feeds], threads: int = 2) -> np.ndarray:
     """First output of the model over every batch, concatenated along the batch axis."""
     sess = session(path, threads)
-    outs = [np.asarray(sess.run(None, feeds)[0], dtype=np.float32) for feeds in batches]  # type: ignore[attr-defined]
+    outs = [np.asarray(sess.run(None, feeds)[0], dtype=np.float32) for feeds in batches]
     return np.concatenate(outs, axis=0)
 
 
@@ -42,7 +50,8 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> Score:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = x.reshape(len(x), -1).astype(np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    unit: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return unit
 
 
 def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Score:
@@ -79,14 +88,14 @@ def batch_dependence(path: Path, batches: Sequence[Feeds], rows: int = 16) -> di
     sess = session(path)
     feeds = batches[0]
     n = min(rows, len(next(iter(feeds.values()))))
-    together = np.asarray(sess.run(None, {k: v[:n] for k, v in feeds.items()})[0])  # type: ignore[attr-defined]
+    together = np.asarray(sess.run(None, {k: v[:n] for k, v in feeds.items()})[0])
     alone = []
     for i in range(n):
         one = {k: v[i : i + 1] for k, v in feeds.items()}
         if "attention_mask" in one:  # alone means unpadded
             length = int(one["attention_mask"].sum())
             one = {k: v[:, :length] for k, v in one.items()}
-        alone.append(np.asarray(sess.run(None, one)[0])[0])  # type: ignore[attr-defined]
+        alone.append(np.asarray(sess.run(None, one)[0])[0])
     cos = np.sum(_unit(together) * _unit(np.stack(alone)), axis=1)
     return {
         "rows": n,

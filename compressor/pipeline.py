@@ -23,6 +23,7 @@ import numpy as np
 from compressor import evaluate, variants
 from compressor.config import BuildConfig
 from compressor.cpu import cpu_flags
+from compressor.passes import export
 from compressor.profile import profile
 from compressor.repository import (
     check_writable,
@@ -280,7 +281,7 @@ def _build_one(run: _Run, variant: str, key: str, done: list[VariantResult]) -> 
             settings: dict[str, Any] = {"pass": "copy of the given ONNX file", "source": str(src.onnx_path)}
         else:
             variants._export(src, src.torch_module, path)
-            diff = variants.export.parity(
+            diff = export.parity(
                 src.torch_module, path, [src.example_inputs, *src.eval_batches[:2]], cfg.parity_atol
             )
             settings = {"pass": "torch.onnx.export (TorchScript), opset 17", "parity_max_abs_diff": diff}
@@ -306,14 +307,14 @@ def _build_one(run: _Run, variant: str, key: str, done: list[VariantResult]) -> 
                 raise variants.SkipVariant("needs the pruned-structured variant, which was not built")
             shutil.copyfile(prior, base)
         cands = variants.int8_candidates(src, base, work, cfg, "structured-int8")
-    path, settings, attempts, score = run.gate(variant, fp32, cands)
-    if path is None or score is None:
+    chosen, settings, attempts, gated = run.gate(variant, fp32, cands)
+    if chosen is None or gated is None:
         reason = f"failed its accuracy gate on every rung of the fallback ladder ({len(attempts)} tried)"
         return VariantResult(variant, name, "failed", reason=reason, attempts=attempts)
     if variant == "pruned-structured":
-        shutil.copyfile(path, work / "pruned-structured.onnx")
+        shutil.copyfile(chosen, work / "pruned-structured.onnx")
     notes = _notes(variant, done)
-    card = run.write(variant, path, settings, attempts, score, key, notes)
+    card = run.write(variant, chosen, settings, attempts, gated, key, notes)
     return VariantResult(variant, name, "built", card=card, attempts=attempts)
 
 

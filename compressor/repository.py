@@ -31,7 +31,7 @@ from varigate.contract.card import CARD_FILENAME, VariantCard, read_card
 from varigate.contract.keys import PARAM_LOGICAL_MODEL, PARAM_VARIANT
 from varigate.contract.layout import CONFIG_FILENAME, MODEL_FILENAME, VERSION_DIR
 
-_DTYPES = {
+_DTYPES: dict[str, int] = {
     "int64": mc.TYPE_INT64,
     "int32": mc.TYPE_INT32,
     "float32": mc.TYPE_FP32,

@@ -40,9 +40,9 @@ def int8_candidates(
             yield dst, {"pass": "int8 static QDQ (calibrated)", **used}
         return
     rungs = int8_dynamic.ladder(config.int8_dynamic, int8_dynamic.sensitive_matmuls(base))
-    for i, cfg in enumerate(rungs):
+    for i, rung in enumerate(rungs):
         dst = work / f"{tag}.dynamic{i}.onnx"
-        yield dst, {"pass": "int8 dynamic", **int8_dynamic.apply(base, dst, cfg)}
+        yield dst, {"pass": "int8 dynamic", **int8_dynamic.apply(base, dst, rung)}
 
 
 def pruned_candidates(source: Source, fp32: Path, work: Path, config: BuildConfig) -> Iterator[Candidate]:

@@ -152,7 +152,7 @@ def distil(
             log_probs = F.log_softmax(student(x) / t, dim=1)
             loss = F.kl_div(log_probs, soft_targets, reduction="batchmean") * t * t
             opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))

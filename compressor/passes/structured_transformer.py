@@ -35,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
+from compressor.passes.bert_shape import BertLayer, embedder, embedding_parameters
+from compressor.passes.bert_shape import layers as _layers
 from compressor.passes.structured_cnn import seeded_torch
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # input_ids, attention_mask
@@ -217,15 +219,6 @@ def make_structured(
     return structured
 
 
-def _layers(model: nn.Module) -> list[nn.Module]:
-    try:
-        return list(model.bert.encoder.layer)  # type: ignore[union-attr, arg-type]
-    except AttributeError:
-        raise ValueError(
-            f"expected a BERT embedder with .bert.encoder.layer, got {type(model).__name__}"
-        ) from None
-
-
 def _per_layer(keep: int | list[int], n_layers: int, full: int, what: str) -> list[int]:
     values = keep if isinstance(keep, list) else [keep] * n_layers
     if len(values) != n_layers:
@@ -310,7 +303,7 @@ def _magnitude_scores(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.
     return heads, ffn
 
 
-def _prune_heads(layer: nn.Module, heads: list[int]) -> None:
+def _prune_heads(layer: BertLayer, heads: list[int]) -> None:
     attn = layer.attention.self
     d = attn.attention_head_size
     index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads])
@@ -321,7 +314,7 @@ def _prune_heads(layer: nn.Module, heads: list[int]) -> None:
     attn.all_head_size = len(heads) * d
 
 
-def _prune_ffn(layer: nn.Module, index: torch.Tensor) -> None:
+def _prune_ffn(layer: BertLayer, index: torch.Tensor) -> None:
     _cut_rows(layer.intermediate.dense, index)
     _cut_cols(layer.output.dense, index)
 
@@ -347,13 +340,10 @@ def _distil(
 ) -> list[float]:
     """``distil_steps`` AdamW steps (linear warm-up, cosine decay); returns the per-step losses."""
     steps = config.distil_steps
+    t_model, s_model = embedder(teacher), embedder(student)
     if steps == 0:
         return []
-    frozen = (
-        []
-        if config.train_embeddings
-        else [p for p in student.bert.embeddings.parameters() if p.requires_grad]
-    )
+    frozen = [] if config.train_embeddings else [p for p in embedding_parameters(student) if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     opt = torch.optim.AdamW(
@@ -372,9 +362,9 @@ def _distil(
         input_ids, mask = batches[step % len(batches)]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             with torch.no_grad():
-                t_hidden = [h.float() for h in teacher.hidden_states(input_ids, mask, all_layers=True)]
-            s_hidden = [h.float() for h in student.hidden_states(input_ids, mask, all_layers=True)]
-        t_emb, s_emb = teacher.pool(t_hidden[-1], mask), student.pool(s_hidden[-1], mask)
+                t_hidden = [h.float() for h in t_model.hidden_states(input_ids, mask, all_layers=True)]
+            s_hidden = [h.float() for h in s_model.hidden_states(input_ids, mask, all_layers=True)]
+        t_emb, s_emb = t_model.pool(t_hidden[-1], mask), s_model.pool(s_hidden[-1], mask)
         loss = config.embedding_loss_weight * (1.0 - F.cosine_similarity(s_emb, t_emb, dim=1)).mean()
         if config.hidden_loss_weight > 0:
             weights = mask.unsqueeze(-1).to(t_emb.dtype) / (

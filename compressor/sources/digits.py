@@ -122,7 +122,7 @@ def train_teacher(splits: DigitsSplits, config: DigitsTrainConfig) -> nn.Sequent
                 batch = perm[start : start + config.batch_size]
                 loss = F.cross_entropy(model(x[batch]), y[batch])
                 opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
+                loss.backward()
                 opt.step()
                 sched.step()
     return model.eval()

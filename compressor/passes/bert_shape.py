@@ -1,0 +1,74 @@
+"""The shape of the BERT embedder that ``structured_transformer`` prunes, as Protocols.
+
+torch types a submodule reached by attribute (``nn.Module.__getattr__``) as ``Tensor | Module``, so code
+that walks ``layer.attention.self.query`` checks nothing. These Protocols name what ``transformers``'
+``BertLayer`` and ``compressor.sources.minilm.MiniLMEmbedder`` hold; ``layers`` and ``embedder`` are the
+two casts, at the boundary, after ``get_submodule`` has checked the path exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, cast
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+
+class Hookable(Protocol):
+    def register_forward_hook(self, hook: Callable[..., Any]) -> RemovableHandle: ...
+
+
+class SelfAttention(Hookable, Protocol):
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    num_attention_heads: int
+    attention_head_size: int
+    all_head_size: int
+
+
+class Dense(Hookable, Protocol):
+    dense: nn.Linear
+
+
+class Attention(Protocol):
+    self: SelfAttention
+    output: Dense
+
+
+class BertLayer(Protocol):
+    attention: Attention
+    intermediate: Dense
+    output: Dense
+
+
+class Embedder(Protocol):
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False
+    ) -> tuple[torch.Tensor, ...]: ...
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
+
+
+def layers(model: nn.Module) -> list[BertLayer]:
+    """``model.bert.encoder.layer`` as BERT layers; ``ValueError`` when the model has no such list."""
+    try:
+        found = model.get_submodule("bert.encoder.layer")
+    except AttributeError:
+        raise ValueError(
+            f"expected a BERT embedder with .bert.encoder.layer, got {type(model).__name__}"
+        ) from None
+    return cast(list[BertLayer], list(cast(nn.ModuleList, found)))
+
+
+def embedder(model: nn.Module) -> Embedder:
+    """``model`` as an embedder with ``hidden_states`` and ``pool`` (checked here, typed from here on)."""
+    if not (callable(getattr(model, "hidden_states", None)) and callable(getattr(model, "pool", None))):
+        raise ValueError(f"expected an embedder with hidden_states() and pool(), got {type(model).__name__}")
+    return cast(Embedder, model)
+
+
+def embedding_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    return model.get_submodule("bert.embeddings").parameters()
