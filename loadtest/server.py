@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ class GatewayProcess:
     def url(self, protocol: str) -> str:
         return self.grpc if protocol.startswith("grpc") else self.http
 
-    def start(self, via_env: bool = False) -> GatewayProcess:
+    def start(self, via_env: bool = False) -> Self:
         """Start and wait until ready; ``via_env`` passes repository and ports as ``VARIGATE_*`` variables."""
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         options = {
@@ -133,7 +134,7 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> GatewayProcess:  # noqa: PYI034 - start() returns the started process
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

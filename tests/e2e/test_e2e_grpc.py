@@ -77,7 +77,10 @@ async def test_typed_contents_and_bad_requests(gateway: GatewayProcess) -> None:
         async def code_of(request: object, method: str = "ModelInfer") -> tuple[grpc.StatusCode, str]:
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 if isinstance(request, bytes):
-                    await channel.unary_unary(f"/inference.GRPCInferenceService/{method}")(request)
+                    raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                        f"/inference.GRPCInferenceService/{method}"
+                    )
+                    await raw(request)
                 else:
                     await getattr(stub, method)(request)
             return e.value.code(), e.value.details() or ""
@@ -112,7 +115,8 @@ async def test_typed_contents_and_bad_requests(gateway: GatewayProcess) -> None:
 
 async def test_health_service(gateway: GatewayProcess) -> None:
     async with grpc.aio.insecure_channel(gateway.grpc) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        # Any: the grpc_health stubs declare HealthStub without its generated methods
+        health: Any = health_pb2_grpc.HealthStub(channel)
         for service in ("", "inference.GRPCInferenceService"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -116,7 +116,7 @@ async def test_raising_variant_fails_only_its_batches_and_is_routed_around(fault
     async with tha.InferenceServerClient(gw.http) as http, tga.InferenceServerClient(gw.grpc) as grpc:
         faulty.set()
         assert check(await http.infer("tiny", http_inputs(ids, mask)), ids, mask) == "tiny.int8"
-        stop, others = asyncio.Event(), []
+        stop, others = asyncio.Event(), list[tuple[float, Any]]()
         background = asyncio.create_task(pinned_traffic(grpc, stop, others))
         faulty.set(tiny_int8={"raise": "boom"})
         failures: list[InferenceServerException] = []
@@ -128,15 +128,17 @@ async def test_raising_variant_fails_only_its_batches_and_is_routed_around(fault
                 assert not answered, f"a request failed after the breaker had routed around: {e}"
                 failures.append(e)
         assert 1 <= len(failures) <= K and answered == ["tiny.fp32"] * len(answered)
-        for e in failures:
-            assert e.status() == "500" and "'tiny.int8'" in e.message() and "boom" in e.message(), e
+        for failure in failures:
+            assert failure.status() == "500" and "'tiny.int8'" in failure.message(), failure
+            assert "boom" in failure.message(), failure
         # pinned requests still go to the pinned variant and get its error, over both protocols
         _, h_error = await timed(http.infer("tiny.int8", http_inputs(ids, mask)))
         _, g_error = await timed(grpc.infer("tiny.int8", grpc_inputs(ids, mask)))
         assert isinstance(h_error, InferenceServerException) and h_error.status() == "500"
         assert isinstance(g_error, InferenceServerException) and g_error.status() == "StatusCode.INTERNAL"
-        for e in (h_error, g_error):
-            assert "model 'tiny.int8'" in e.message() and "injected fault in tiny.int8: boom" in e.message()
+        for error in (h_error, g_error):
+            assert "model 'tiny.int8'" in error.message(), error
+            assert "injected fault in tiny.int8: boom" in error.message(), error
         assert await asyncio.to_thread(gw.metric, "varigate_variant_circuit_open", variant="tiny.int8") == 1
         stop.set()
         await background
@@ -164,7 +166,7 @@ async def test_hanging_variant_answers_at_the_deadline_and_others_proceed(faulty
     async with tha.InferenceServerClient(gw.http) as http, tga.InferenceServerClient(gw.grpc) as grpc:
         faulty.set()
         await until_variant(http, "tiny.int8", timeout_s=COOLDOWN_S + 5)
-        stop, others = asyncio.Event(), []
+        stop, others = asyncio.Event(), list[tuple[float, Any]]()
         background = asyncio.create_task(pinned_traffic(grpc, stop, others))
         faulty.set(tiny_int8={"sleep_s": HANG_S})
         started = time.monotonic()

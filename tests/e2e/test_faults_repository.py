@@ -128,8 +128,8 @@ async def test_serving_continues_while_the_repository_is_gone(tmp_path: Path) ->
         stop.set()
         gw.kill()
     assert failures == [] and answered[0] > 50
-    for name, (_, reason) in seen.items():
-        assert str(repo) in reason, (name, reason)
+    for name, (_, why) in seen.items():
+        assert str(repo) in why, (name, why)
     log = gw.log()
     assert log.count("cannot be read") == len(seen), log  # logged once per fault, not once per poll
     assert log.count("readable again") == len(seen)

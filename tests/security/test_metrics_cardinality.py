@@ -99,7 +99,9 @@ def send_grpc(gw: GatewayProcess, names: list[str]) -> None:
     placeholder = "P" * 16
     request = service_pb2.ModelInferRequest(model_name=placeholder).SerializeToString()
     with grpc.insecure_channel(gw.grpc) as channel:
-        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        infer: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer"
+        )
         for junk in (b"\xff" * 16, b"\xc0\xaf" * 8, b"\xed\xa0\x80" * 5 + b"x"):
             with pytest.raises(grpc.RpcError) as e:
                 infer(request.replace(placeholder.encode(), junk), timeout=30)

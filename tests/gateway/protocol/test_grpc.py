@@ -55,7 +55,7 @@ async def test_a_stream_answers_each_request_when_it_completes(text_repo: Path, 
 async def test_a_malformed_message_in_a_stream_is_answered_in_the_stream(gw: Gateway) -> None:
     ids, mask = tiny_batch(1, 5, seed=9)
     async with grpc.aio.insecure_channel(grpc_url(gw)) as channel:
-        stream = channel.stream_stream(
+        stream: grpc.aio.StreamStreamMultiCallable[bytes, Any] = channel.stream_stream(
             "/inference.GRPCInferenceService/ModelStreamInfer",
             response_deserializer=pb.ModelStreamInferResponse.FromString,
         )
