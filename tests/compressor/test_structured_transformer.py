@@ -5,17 +5,21 @@ pass's own contract quickly: physical shapes, global allocation, an untouched te
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import pytest
 import torch
+from torch import nn
 
 from compressor.passes import structured_transformer as st
+from compressor.passes.bert_shape import layers as bert_layers
 from compressor.sources.minilm import MiniLMEmbedder, load_embedder
 
 HEADS, HEAD_DIM, FFN, LAYERS = 4, 8, 64, 3
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer() -> Any:
     return load_embedder()[1]
 
 
@@ -23,6 +27,8 @@ def tiny_embedder(vocab: int) -> MiniLMEmbedder:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
+    # PretrainedConfig takes attn_implementation through **kwargs, which BertConfig's typed signature omits
+    untyped: dict[str, Any] = {"attn_implementation": "eager"}
     config = BertConfig(
         vocab_size=vocab,
         hidden_size=HEADS * HEAD_DIM,
@@ -30,7 +36,7 @@ def tiny_embedder(vocab: int) -> MiniLMEmbedder:
         num_attention_heads=HEADS,
         intermediate_size=FFN,
         max_position_embeddings=64,
-        attn_implementation="eager",
+        **untyped,
     )
     return MiniLMEmbedder(BertModel(config, add_pooling_layer=False)).eval()
 
@@ -41,7 +47,9 @@ TEXTS = [
 ]
 
 
-def run(tokenizer, **settings):
+def run(
+    tokenizer: Any, **settings: Any
+) -> tuple[nn.Module, dict[str, torch.Tensor], nn.Module, dict[str, Any]]:
     teacher = tiny_embedder(tokenizer.vocab_size)
     config = st.StructuredTransformerConfig(
         **{
@@ -58,11 +66,11 @@ def run(tokenizer, **settings):
     return teacher, before, student, info
 
 
-def test_student_is_physically_smaller_and_teacher_untouched(tokenizer) -> None:
+def test_student_is_physically_smaller_and_teacher_untouched(tokenizer: Any) -> None:
     teacher, before, student, info = run(
         tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, allocation="per_layer"
     )
-    for layer in student.bert.encoder.layer:
+    for layer in bert_layers(student):
         attn = layer.attention.self
         assert attn.num_attention_heads == 2 and attn.query.weight.shape == (2 * HEAD_DIM, HEADS * HEAD_DIM)
         assert layer.attention.output.dense.weight.shape == (HEADS * HEAD_DIM, 2 * HEAD_DIM)
@@ -77,13 +85,13 @@ def test_student_is_physically_smaller_and_teacher_untouched(tokenizer) -> None:
     assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
 
 
-def test_global_allocation_keeps_the_total_and_the_minimum(tokenizer) -> None:
+def test_global_allocation_keeps_the_total_and_the_minimum(tokenizer: Any) -> None:
     _, _, student, info = run(
         tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16, min_heads_per_layer=1, min_ffn_per_layer=4
     )
     assert sum(info["heads_per_layer"]) == 2 * LAYERS and min(info["heads_per_layer"]) >= 1
     assert sum(info["ffn_per_layer"]) == 16 * LAYERS and min(info["ffn_per_layer"]) >= 4
-    layers = student.bert.encoder.layer
+    layers = bert_layers(student)
     assert [la.attention.self.num_attention_heads for la in layers] == info["heads_per_layer"]
     assert [la.intermediate.dense.out_features for la in layers] == info["ffn_per_layer"]
 
@@ -93,7 +101,7 @@ def scaled_heads(vocab: int, layer_scale: tuple[float, ...]) -> MiniLMEmbedder:
     magnitude score rises with ``h`` inside a layer and with the layer's scale across layers."""
     model = tiny_embedder(vocab)
     with torch.no_grad():
-        for la, scale in zip(model.bert.encoder.layer, layer_scale, strict=True):
+        for la, scale in zip(bert_layers(model), layer_scale, strict=True):
             attn = la.attention.self
             for h in range(HEADS):
                 rows = slice(h * HEAD_DIM, (h + 1) * HEAD_DIM)
@@ -110,7 +118,9 @@ def scaled_heads(vocab: int, layer_scale: tuple[float, ...]) -> MiniLMEmbedder:
         ("per_layer", [[2, 3], [2, 3], [2, 3]]),  # the top 2 of each layer
     ],
 )
-def test_allocation_ranks_heads_across_layers(tokenizer, allocation: str, kept: list[list[int]]) -> None:
+def test_allocation_ranks_heads_across_layers(
+    tokenizer: Any, allocation: Literal["global", "per_layer"], kept: list[list[int]]
+) -> None:
     teacher = scaled_heads(tokenizer.vocab_size, (10.0, 1.0, 0.1))
     config = st.StructuredTransformerConfig(
         keep_heads_per_layer=2,
@@ -126,11 +136,11 @@ def test_allocation_ranks_heads_across_layers(tokenizer, allocation: str, kept: 
     )
     student, info = st.apply(teacher, tokenizer, TEXTS, config)
     assert info["kept_heads"] == kept and info["heads_per_layer"] == [len(k) for k in kept]
-    layers = student.bert.encoder.layer
+    layers = bert_layers(student)
     assert [la.attention.self.num_attention_heads for la in layers] == info["heads_per_layer"]
 
 
-def test_same_seed_same_student(tokenizer) -> None:
+def test_same_seed_same_student(tokenizer: Any) -> None:
     _, _, a, _ = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16)
     _, _, b, _ = run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=16)
     assert all(
@@ -138,7 +148,7 @@ def test_same_seed_same_student(tokenizer) -> None:
     )
 
 
-def test_bad_keep_counts_are_refused(tokenizer) -> None:
+def test_bad_keep_counts_are_refused(tokenizer: Any) -> None:
     with pytest.raises(ValueError, match=r"keep heads per layer must be in 1\.\.4"):
         run(tokenizer, keep_heads_per_layer=5)
     with pytest.raises(ValueError, match="lists 2 values for 3 layers"):
