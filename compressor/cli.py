@@ -8,9 +8,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from compressor.config import BuildConfig
 from varigate.contract.variants import VARIANTS
+
+if TYPE_CHECKING:
+    from compressor.pipeline import VariantResult
+    from compressor.source import Source
 
 SOURCES = ("default", "minilm", "digits", "module", "onnx")
 
@@ -53,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> BuildConfig:
-    data: dict[str, object] = {}
+    data: dict[str, Any] = {}
     if args.fast:
         data.update(json.loads(json.dumps(FAST)))
     if args.config:
@@ -61,7 +66,7 @@ def _config(args: argparse.Namespace) -> BuildConfig:
             user = json.loads(args.config.read_text())
             for key, value in user.items():  # nested settings merge over the presets
                 if isinstance(value, dict) and isinstance(data.get(key), dict):
-                    data[key] = {**data[key], **value}  # type: ignore[dict-item]
+                    data[key] = {**data[key], **value}
                 else:
                     data[key] = value
         except (OSError, json.JSONDecodeError) as e:
@@ -73,17 +78,18 @@ def _config(args: argparse.Namespace) -> BuildConfig:
     return BuildConfig.model_validate(data)
 
 
-def _sources(args: argparse.Namespace, config: BuildConfig) -> list[object]:
+def _sources(args: argparse.Namespace, config: BuildConfig) -> list[Source]:
     from compressor.sources import custom
 
     names = ["minilm", "digits"] if args.source == "default" else [args.source]
-    out: list[object] = []
+    out: list[Source] = []
     for name in names:
         if name == "minilm":
             from compressor.sources.minilm import build_minilm_source
 
-            kw = {"max_train": 2000, "max_heldout": 256} if args.fast else {}
-            out.append(build_minilm_source(**kw))  # type: ignore[arg-type]
+            out.append(
+                build_minilm_source(max_train=2000, max_heldout=256) if args.fast else build_minilm_source()
+            )
         elif name == "digits":
             from compressor.sources.digits import build_digits_source
 
@@ -117,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args)
         check_writable(args.out)  # before any compute
         sources = _sources(args, config)
-        summaries = []
+        summaries: list[tuple[Source, list[VariantResult]]] = []
         for source in sources:
-            results = pipeline.build(source, args.out, config, log)  # type: ignore[arg-type]
+            results = pipeline.build(source, args.out, config, log)
             summaries.append((source, results))
     except Exception as e:
         from compressor.passes.export import ExportError
@@ -134,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     plot_dir = args.plot_dir or args.out
     for source, results in summaries:
-        print(f"\n{source.logical_model}  ({args.out})")  # type: ignore[attr-defined]
+        print(f"\n{source.logical_model}  ({args.out})")
         print(report.table(results))
-        png = report.plot(results, plot_dir / f"{source.logical_model}_accuracy_latency.png")  # type: ignore[attr-defined]
+        png = report.plot(results, plot_dir / f"{source.logical_model}_accuracy_latency.png")
         if png:
             print(f"plot: {png}")
     print(f"\ndone in {time.monotonic() - t0:.0f} s")
