@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -44,8 +45,8 @@ def minilm_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _embed(sess: ort.InferenceSession, tokenizer: object, texts: list[str]) -> np.ndarray:
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="np")  # type: ignore[operator]
+def _embed(sess: ort.InferenceSession, tokenizer: Any, texts: list[str]) -> np.ndarray:
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="np")
     return np.asarray(
         sess.run(
             None,

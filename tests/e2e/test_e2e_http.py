@@ -143,9 +143,9 @@ async def test_aio_client_concurrent(gateway: GatewayProcess) -> None:
     assert {m["name"] for m in every["model_stats"]} == {"tiny.fp32", "tiny.int8", "clf.fp32"}
 
 
-def _post(gateway: GatewayProcess, model: str, body: object, **kw: object) -> httpx.Response:
+def _post(gateway: GatewayProcess, model: str, body: object) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
-    return httpx.post(f"http://{gateway.http}/v2/models/{model}/infer", content=content, **kw)  # type: ignore[arg-type]
+    return httpx.post(f"http://{gateway.http}/v2/models/{model}/infer", content=content)
 
 
 def _tensor(name: str, datatype: str, shape: list[int], data: list[Any]) -> dict[str, Any]:

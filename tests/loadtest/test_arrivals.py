@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +116,9 @@ def test_trace_replay_json_lines_and_bare_lines(tmp_path: Path) -> None:
         (lambda: arrivals.step(1, 2, step_at_s=0), "step time"),
     ],
 )
-def test_bad_processes_are_refused_with_the_value(make: object, message: str) -> None:
+def test_bad_processes_are_refused_with_the_value(make: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        make()  # type: ignore[operator]
+        make()
 
 
 def test_trace_without_timestamps_is_refused(tmp_path: Path) -> None:
