@@ -194,7 +194,9 @@ TINY = {
     "gateway/__init__.py": "",
     "gateway/settings.py": "import pydantic\n",
     "gateway/core/__init__.py": "",
-    "gateway/core/service.py": "import numpy as np\nfrom varigate.contract.keys import NAME\nfrom . import util\n",
+    "gateway/core/service.py": (
+        "import numpy as np\nfrom varigate.contract.keys import NAME\nfrom . import util\n"
+    ),
     "gateway/core/util.py": "import asyncio\n",
     "compressor/__init__.py": "",
     "compressor/pipeline.py": "import torch\nfrom varigate.contract import card\n",
@@ -221,7 +223,8 @@ def test_the_tiny_tree_is_clean(tmp_path: Path) -> None:
 def test_a_third_party_import_in_the_contract_is_reported(tmp_path: Path) -> None:
     root = tiny_tree(tmp_path, {"varigate/contract/keys.py": "import json\n\ndef f():\n    import numpy\n"})
     assert violations(root) == [
-        "varigate/contract/keys.py:4: varigate.contract.keys imports numpy (the contract is standard library only)"
+        "varigate/contract/keys.py:4: varigate.contract.keys imports numpy (the contract is standard library "
+        "only)"
     ]
 
 
@@ -256,7 +259,8 @@ def test_the_load_tester_or_compressor_importing_the_gateway_is_reported(tmp_pat
     )
     assert violations(root) == [
         "compressor/pipeline.py:1: compressor.pipeline imports gateway (compressor never imports gateway)",
-        "loadtest/reply.py:2: loadtest.reply imports gateway.core.service.NAME (loadtest never imports gateway)",
+        "loadtest/reply.py:2: loadtest.reply imports gateway.core.service.NAME (loadtest never imports "
+        "gateway)",
     ]
 
 
@@ -273,7 +277,9 @@ def test_a_cycle_through_a_type_checking_import_is_reported(tmp_path: Path) -> N
         tmp_path,
         {
             "gateway/settings.py": "from gateway.policies import parse\n",
-            "gateway/policies.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from gateway.settings import S\n",
+            "gateway/policies.py": (
+                "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from gateway.settings import S\n"
+            ),
         },
     )
     assert violations(root) == ["import cycle: gateway.policies -> gateway.settings -> gateway.policies"]
