@@ -72,7 +72,7 @@ async def test_concurrent_requests_are_batched_and_equal_unbatched(batching_gate
             result.as_numpy("embedding"), tiny_reference(ids, mask), rtol=1e-5, atol=1e-6
         )
         assert result.as_numpy("token_embeddings").shape == (*ids.shape, 8)  # split back to its own length
-    for single, result in zip(alone, together, strict=True):
+    for single, result in zip(alone, together[: len(alone)], strict=True):  # the first 8 ran alone too
         np.testing.assert_allclose(
             result.as_numpy("embedding"), single.as_numpy("embedding"), rtol=1e-6, atol=1e-7
         )
