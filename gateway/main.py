@@ -14,6 +14,7 @@ import contextlib
 import logging
 import resource
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from gateway.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
+_GRPC_QUIET_S = 0.2  # at shutdown: no call for this long, and the gRPC server stops
 
 
 def build_service(
@@ -138,6 +140,7 @@ class Gateway:
     _servers: list[tuple[GatewayUvicorn, asyncio.Task[None]]] = field(default_factory=list)
     _grpc: grpc.aio.Server | None = None
     _health: health_aio.HealthServicer | None = None
+    _calls: grpc_protocol.CallClock = field(default_factory=grpc_protocol.CallClock)
 
     async def start(self) -> None:
         s = self.settings
@@ -147,7 +150,11 @@ class Gateway:
                 s.grpc_restricted_protocol, header_prefix=GRPC_HEADER_PREFIX, noun="protocol"
             )
             self._grpc, self._health = grpc_protocol.create_server(
-                self.service, restrictions=rules, limits=grpc_limits(s), request_limits=request_limits(s)
+                self.service,
+                restrictions=rules,
+                limits=grpc_limits(s),
+                request_limits=request_limits(s),
+                clock=self._calls,
             )
             self.grpc_port = self._grpc.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
             await self._grpc.start()
@@ -176,6 +183,20 @@ class Gateway:
         self._servers.append((server, task))
         return int(sock.getsockname()[1])
 
+    async def _stop_grpc(self, drain: asyncio.Task[None], grace_s: float) -> None:
+        """Stop the gRPC server once the accepted requests have finished and calls have stopped arriving
+        (none for ``_GRPC_QUIET_S``), within ``grace_s``. Until then it keeps taking calls off the wire and
+        the service refuses them (UNAVAILABLE "shutting down"); grpc's own shutdown would instead cancel
+        (CANCELLED) every call that reached the server but was not yet handed to the application, which
+        on a busy machine includes calls sent well before the signal."""
+        assert self._grpc is not None
+        deadline = time.monotonic() + grace_s
+        await asyncio.wait([drain], timeout=grace_s)
+        # a timestamp the interceptor sets, polled: an Event per call would cost every call for this
+        while time.monotonic() < deadline and time.monotonic() - self._calls.last_s < _GRPC_QUIET_S:  # noqa: ASYNC110
+            await asyncio.sleep(_GRPC_QUIET_S / 4)
+        await self._grpc.stop(grace=max(0.0, deadline - time.monotonic()))
+
     async def stop(self, force: asyncio.Event | None = None) -> None:
         """Stop accepting, finish what was accepted (up to the exit timeout), close. ``force`` set: stop
         waiting."""
@@ -187,7 +208,7 @@ class Gateway:
         drain = asyncio.create_task(self.service.drain(timeout_s=s.exit_timeout_secs))
         waits: list[Any] = [drain, *(task for _, task in self._servers)]
         if self._grpc is not None:
-            waits.append(asyncio.create_task(self._grpc.stop(grace=s.exit_timeout_secs)))
+            waits.append(asyncio.create_task(self._stop_grpc(drain, s.exit_timeout_secs)))
         everything = asyncio.gather(*waits, return_exceptions=True)
         if force is not None:
             forced = asyncio.create_task(force.wait())

@@ -117,9 +117,20 @@ def _replaced(
     return replaced
 
 
+class CallClock:
+    """When the server last saw a call arrive (``time.monotonic()``): at shutdown the gateway keeps taking
+    calls off the wire, refusing them, until they stop coming (see ``gateway.main``)."""
+
+    __slots__ = ("last_s",)
+
+    def __init__(self) -> None:
+        self.last_s = time.monotonic()
+
+
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, restrictions: Restrictions) -> None:
+    def __init__(self, restrictions: Restrictions, clock: CallClock | None = None) -> None:
         self._restrictions = restrictions
+        self._clock = clock or CallClock()
 
     async def intercept_service(
         self,
@@ -128,6 +139,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         ],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        self._clock.last_s = time.monotonic()
         found = await continuation(details)
         if found is None:
             return None
@@ -279,12 +291,13 @@ def create_server(
     restrictions: Restrictions | None = None,
     limits: GrpcLimits | None = None,
     request_limits: RequestLimits = DEFAULT_LIMITS,
+    clock: CallClock | None = None,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """An unstarted server with both services added; bind it with ``add_insecure_port``."""
     rules = restrictions or Restrictions(header_prefix=GRPC_HEADER_PREFIX, noun="protocol")
     bounds = limits or GrpcLimits()
     server = grpc.aio.server(
-        interceptors=[GatewayInterceptor(rules)],
+        interceptors=[GatewayInterceptor(rules, clock)],
         options=bounds.options(),
         maximum_concurrent_rpcs=bounds.max_concurrent_rpcs,
     )
