@@ -4,12 +4,14 @@ free loopback ports, over a tiny but real ONNX repository; readiness is polled, 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
 from loadtest import server
 from tests.fixtures.tinyrepo import VOCAB_SIZE, build_tiny_repository
@@ -72,3 +74,13 @@ def infer_inputs(client: Any, ids: np.ndarray, mask: np.ndarray) -> list[Any]:
         i.set_data_from_numpy(arr)
         out.append(i)
     return out
+
+
+async def timed(call: Any) -> tuple[float, Any]:
+    """How long ``call`` took, and its result or the ``InferenceServerException`` it raised."""
+    t0 = time.monotonic()
+    try:
+        result = await call
+    except InferenceServerException as e:
+        result = e
+    return time.monotonic() - t0, result

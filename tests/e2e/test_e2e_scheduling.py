@@ -15,7 +15,7 @@ import tritonclient.http as th
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, tiny_batch
+from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, timed, tiny_batch
 from tests.fixtures.tinyrepo import tiny_reference
 
 MODEL = {"model": "tiny.fp32", "version": "1"}
@@ -94,26 +94,17 @@ def queue_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayP
     )
 
 
-async def _timed(coro: Any) -> tuple[float, Any]:
-    start = time.monotonic()
-    try:
-        result = await coro
-    except InferenceServerException as e:
-        result = e
-    return time.monotonic() - start, result
-
-
 async def test_full_queue_is_refused_at_once(queue_gateway: GatewayProcess) -> None:
     gw = queue_gateway
     ids, mask = tiny_batch(1, 4, seed=7)
     async with tha.InferenceServerClient(gw.http) as http, tga.InferenceServerClient(gw.grpc) as grpc:
         first = [
-            asyncio.create_task(_timed(http.infer("tiny.fp32", http_inputs(ids, mask)))) for _ in range(2)
+            asyncio.create_task(timed(http.infer("tiny.fp32", http_inputs(ids, mask)))) for _ in range(2)
         ]
         await wait_pending(gw, 2)
         extra = await asyncio.gather(
-            *(_timed(http.infer("tiny.fp32", http_inputs(ids, mask))) for _ in range(2)),
-            _timed(grpc.infer("tiny.fp32", grpc_inputs(ids, mask))),
+            *(timed(http.infer("tiny.fp32", http_inputs(ids, mask))) for _ in range(2)),
+            timed(grpc.infer("tiny.fp32", grpc_inputs(ids, mask))),
         )
         accepted = await asyncio.gather(*first)
     for elapsed, error in extra:
@@ -135,10 +126,10 @@ async def test_queue_timeout(queue_gateway: GatewayProcess) -> None:
     ids, mask = tiny_batch(1, 3, seed=8)
     async with tha.InferenceServerClient(gw.http) as http, tga.InferenceServerClient(gw.grpc) as grpc:
         (h_elapsed, h_error), (g_elapsed, g_error) = await asyncio.gather(
-            _timed(http.infer("tiny.fp32", http_inputs(ids, mask), timeout=50_000)),  # microseconds
-            _timed(grpc.infer("tiny.fp32", grpc_inputs(ids, mask), timeout=50_000)),
+            timed(http.infer("tiny.fp32", http_inputs(ids, mask), timeout=50_000)),  # microseconds
+            timed(grpc.infer("tiny.fp32", grpc_inputs(ids, mask), timeout=50_000)),
         )
-        ok_elapsed, ok = await _timed(http.infer("tiny.fp32", http_inputs(ids, mask)))
+        ok_elapsed, ok = await timed(http.infer("tiny.fp32", http_inputs(ids, mask)))
     assert isinstance(h_error, InferenceServerException) and h_error.status() == "504", h_error
     assert (
         isinstance(g_error, InferenceServerException) and g_error.status() == "StatusCode.DEADLINE_EXCEEDED"

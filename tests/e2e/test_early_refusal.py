@@ -9,9 +9,7 @@ one batch at a time) so that the queue's wait is long and known; the sleep costs
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import numpy as np
@@ -20,7 +18,7 @@ import tritonclient.grpc.aio as tga
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, tiny_batch
+from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, timed, tiny_batch
 from tests.fixtures.tinyrepo import tiny_reference
 
 MODEL = "tiny.fp32"
@@ -40,15 +38,6 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     )
 
 
-async def _timed(coro: Any) -> tuple[float, Any]:
-    started = time.monotonic()
-    try:
-        result = await coro
-    except InferenceServerException as e:
-        result = e
-    return time.monotonic() - started, result
-
-
 async def _warm(gw: GatewayProcess) -> None:
     """A few batches, so the gateway has learnt the backend's time per row."""
     ids, mask = tiny_batch(1, 4, seed=1)
@@ -63,11 +52,11 @@ async def test_a_request_that_cannot_make_its_deadline_is_refused_at_once(slow: 
     async with tga.InferenceServerClient(slow.grpc) as g:
         # 8 requests with room to wait: 4 batches, about 400 ms of queue
         backlog = [
-            asyncio.create_task(_timed(g.infer(MODEL, infer_inputs(tga, ids, mask), client_timeout=10)))
+            asyncio.create_task(timed(g.infer(MODEL, infer_inputs(tga, ids, mask), client_timeout=10)))
             for _ in range(8)
         ]
         await asyncio.sleep(0.05)
-        elapsed, refused = await _timed(g.infer(MODEL, infer_inputs(tga, ids, mask), client_timeout=0.15))
+        elapsed, refused = await timed(g.infer(MODEL, infer_inputs(tga, ids, mask), client_timeout=0.15))
         done = await asyncio.gather(*backlog)
     assert isinstance(refused, InferenceServerException), refused
     assert refused.status() == "StatusCode.RESOURCE_EXHAUSTED", refused
@@ -86,7 +75,7 @@ async def test_default_queue_timeout_bounds_the_wait_of_requests_without_a_deadl
     ids, mask = tiny_batch(1, 4, seed=3)
     async with tha.InferenceServerClient(slow.http) as h:
         results = await asyncio.gather(
-            *(_timed(h.infer(MODEL, infer_inputs(tha, ids, mask))) for _ in range(30))
+            *(timed(h.infer(MODEL, infer_inputs(tha, ids, mask))) for _ in range(30))
         )
     refused = [(t, r) for t, r in results if isinstance(r, InferenceServerException)]
     served = [(t, r) for t, r in results if not isinstance(r, Exception)]

@@ -21,7 +21,7 @@ import tritonclient.grpc.aio as tga
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import GatewayProcess, tiny_batch
+from tests.e2e.support import GatewayProcess, timed, tiny_batch
 from tests.e2e.test_e2e_scheduling import grpc_inputs, http_inputs
 from tests.fixtures.faulty_backend import FAULTS_ENV, write_faults
 from tests.fixtures.tinyrepo import build_tiny_repository, tiny_reference
@@ -73,15 +73,6 @@ def check(result: Any, ids: np.ndarray, mask: np.ndarray) -> str:
     expected = tiny_reference(ids, mask, variant.split(".")[1])
     np.testing.assert_allclose(result.as_numpy("embedding"), expected, rtol=1e-5, atol=1e-6)
     return variant
-
-
-async def timed(call: Any) -> tuple[float, Any]:
-    t0 = time.monotonic()
-    try:
-        result = await call
-    except InferenceServerException as e:
-        result = e
-    return time.monotonic() - t0, result
 
 
 async def until_variant(http: Any, variant: str, timeout_s: float) -> int:
