@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1.health import aio as health_aio
 
 from gateway.backends.base import DEFAULT_BACKEND
-from gateway.core.health import HealthConfig
+from gateway.core.models.health import HealthConfig
 from gateway.core.service import Service
 from gateway.metrics import Metrics
 from gateway.protocol import grpc as grpc_protocol

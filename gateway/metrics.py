@@ -33,7 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from gateway.core.observer import BatchEvent, Outcome, RequestEvent
+from gateway.core.telemetry.observer import BatchEvent, Outcome, RequestEvent
 from gateway.metrics_policy import PolicyMetrics
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -68,7 +68,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class Metrics:
-    """Implements ``gateway.core.observer.Observer``."""
+    """Implements ``gateway.core.telemetry.observer.Observer``."""
 
     content_type = CONTENT_TYPE_PLAIN_0_0_4  # the format render() writes
 

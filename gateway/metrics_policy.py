@@ -1,5 +1,5 @@
 """Prometheus metrics of variant selection, SLOs and live accuracy drift: ``PolicyMetrics`` implements
-``gateway.core.policy_events.PolicyObserver`` on the gateway's registry (``Metrics.policy``).
+``gateway.core.selection.events.PolicyObserver`` on the gateway's registry (``Metrics.policy``).
 
 Labels follow the request metrics: ``model`` is the logical model, ``variant`` the variant's Triton model
 name (``minilm.int8``). Ratios are in [0, 1] (``_ratio``), latencies in seconds.
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.core.observer import Outcome, RequestEvent
+from gateway.core.telemetry.observer import Outcome, RequestEvent
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ERROR_RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)

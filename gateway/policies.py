@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.core.drift import DriftConfig, DriftMonitor
-from gateway.core.policy import MostAccuratePolicy, Policy
-from gateway.core.policy_baselines import InfaasPolicy, StaticPolicy
-from gateway.core.policy_events import PolicyObserver
-from gateway.core.policy_slo import Infeasible, SloConfig, SloPolicy
+from gateway.core.drift.monitor import DriftConfig, DriftMonitor
+from gateway.core.selection.baselines import InfaasPolicy, StaticPolicy
+from gateway.core.selection.events import PolicyObserver
+from gateway.core.selection.policy import MostAccuratePolicy, Policy
+from gateway.core.selection.slo_policy import Infeasible, SloConfig, SloPolicy
 
 POLICIES = ("slo", "most-accurate", "static:<variant>", "infaas")
 

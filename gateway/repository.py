@@ -37,14 +37,14 @@ from gateway.core.config import (
     VersionPolicyKind,
     datatype_from_triton,
 )
-from gateway.core.drift import DriftMonitor
+from gateway.core.drift.monitor import DriftMonitor
 from gateway.core.errors import InvalidInput
-from gateway.core.health import HealthConfig
-from gateway.core.observer import Observer
-from gateway.core.policy import Policy
-from gateway.core.runtime import ControlMode, ModelLoader
+from gateway.core.models.health import HealthConfig
+from gateway.core.models.runner import ControlMode, ModelLoader
+from gateway.core.selection.policy import Policy
+from gateway.core.selection.slo import config_default_slo_ms
 from gateway.core.service import DEFAULT_EXTENSIONS, Service
-from gateway.core.slo import config_default_slo_ms
+from gateway.core.telemetry.observer import Observer
 from varigate.contract.card import CARD_FILENAME, CardError, VariantCard, card_from_dict
 from varigate.contract.layout import CONFIG_FILENAME
 

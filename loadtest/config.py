@@ -15,7 +15,8 @@ from loadtest.hosts import check
 from varigate.contract.keys import MAX_LOSS_PARAMETER as ACCURACY_PARAMETER
 
 DEFAULT_DURATION_S = 10.0
-# per-request accuracy floor: the largest relative loss against fp32 accepted (gateway/core/slo.py's name)
+# per-request accuracy floor: the largest relative loss against fp32 accepted
+# (the name gateway/core/selection/slo.py gives it)
 
 
 class LoadTestConfig(BaseModel):

@@ -4,12 +4,12 @@
 against the chosen variant's config, enqueues it on that version's batcher (synchronously: a request that
 was routed is always accepted or refused, never lost to a reload), and answers with the outputs and
 ``parameters["varigate_variant"]``. Models come from a ``ModelSource`` and run on a ``ModelLoader``'s
-runners, per the Triton control mode. A request's SLO terms (``gateway.core.slo``) go to the policy, its
-deadline to the batcher, and the answer says ``varigate_slo_met``; with a ``DriftMonitor``, a fraction of
-answered requests is shadowed on spare capacity (``gateway.core.shadow``). A hard deadline (the client's
+runners, per the Triton control mode. A request's SLO terms (``gateway.core.selection.slo``) go to the policy,
+its deadline to the batcher, and the answer says ``varigate_slo_met``; with a ``DriftMonitor``, a fraction of
+answered requests is shadowed on spare capacity (``gateway.core.drift.shadow``). A hard deadline (the client's
 gRPC deadline, or the ``deadline_ms`` parameter) is answered with ``DeadlineExceeded`` when it passes. The
-policy sees only the variants whose circuit is closed (``gateway.core.health``). A poll that cannot read
-the repository at all changes nothing: models keep serving, their index reason says why, once logged.
+policy sees only the variants whose circuit is closed (``gateway.core.models.health``). A poll that cannot
+read the repository at all changes nothing: models keep serving, their index reason says why, once logged.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.core import metadata
 from gateway.core.api import ModelMetadata, ModelStatistics, RepositoryEntry, ServerMetadata
-from gateway.core.drift import DriftMonitor
+from gateway.core.batching.queue import BatchResult
+from gateway.core.drift.monitor import DriftMonitor
+from gateway.core.drift.shadow import Shadower
 from gateway.core.errors import (
     BackendError,
     GatewayError,
@@ -33,16 +34,22 @@ from gateway.core.errors import (
     Unavailable,
     Unsupported,
 )
-from gateway.core.health import Health, HealthConfig, HealthFeed, HealthObserver
-from gateway.core.lifecycle import ModelManager
-from gateway.core.observer import NullObserver, Observer, Outcome, RequestEvent
-from gateway.core.policy import BatchAware, Candidate, MostAccuratePolicy, Policy, PolicyContext, PolicyFeed
-from gateway.core.queue import BatchResult
-from gateway.core.registry import UNLOADED, ModelRecord, Registry, VersionState
-from gateway.core.runtime import ControlMode, ModelLoader, ModelSource
-from gateway.core.shadow import Shadower
-from gateway.core.slo import NO_TERMS, SloTerms, default_slo_ms, request_terms
-from gateway.core.stats import Statistics, StatsObserver
+from gateway.core.models import metadata
+from gateway.core.models.health import Health, HealthConfig, HealthFeed, HealthObserver
+from gateway.core.models.lifecycle import ModelManager
+from gateway.core.models.registry import UNLOADED, ModelRecord, Registry, VersionState
+from gateway.core.models.runner import ControlMode, ModelLoader, ModelSource
+from gateway.core.selection.policy import (
+    BatchAware,
+    Candidate,
+    MostAccuratePolicy,
+    Policy,
+    PolicyContext,
+    PolicyFeed,
+)
+from gateway.core.selection.slo import NO_TERMS, SloTerms, default_slo_ms, request_terms
+from gateway.core.telemetry.observer import NullObserver, Observer, Outcome, RequestEvent
+from gateway.core.telemetry.stats import Statistics, StatsObserver
 from gateway.core.types import Datatype, InferRequest, InferResponse, Tensor
 from gateway.core.validation import validate
 from varigate.contract.keys import DEADLINE_PARAMETER, SLO_MET_PARAMETER, VARIANT_PARAMETER

@@ -30,7 +30,7 @@ from gateway.core.errors import (
     PayloadTooLarge,
     Unsupported,
 )
-from gateway.core.slo import parse_slo_ms
+from gateway.core.selection.slo import parse_slo_ms
 from gateway.core.types import InferRequest
 from gateway.protocol import http_json
 from gateway.protocol.codec import DEFAULT_LIMITS, RequestLimits

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.core.runtime import ControlMode
+from gateway.core.models.runner import ControlMode
 from gateway.core.service import Service
 from gateway.core.types import Datatype, InferRequest, Tensor
 from gateway.repository import create_service

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gateway.core.batching.padding import merge, signature, split
 from gateway.core.config import ModelConfig, TensorConfig
-from gateway.core.padding import merge, signature, split
 from gateway.core.types import Datatype
 from varigate.contract.keys import PARAM_LOGICAL_MODEL, PARAM_PAD_INPUTS
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gateway.core.errors import ModelLoadError, ModelNotFound, ModelNotReady, Unsupported
-from gateway.core.runtime import ControlMode
+from gateway.core.models.runner import ControlMode
 from gateway.core.service import Service
 from gateway.repository import ConfigError, ModelRepository
 from tests.fixtures.tinyrepo import add_version

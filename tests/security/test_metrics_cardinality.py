@@ -18,7 +18,7 @@ import tritonclient.http as th
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from gateway.core.observer import Outcome, RequestEvent
+from gateway.core.telemetry.observer import Outcome, RequestEvent
 from gateway.metrics import UNKNOWN_MODEL, Metrics
 from tests.e2e.support import GatewayProcess, infer_inputs, run_gateway, tiny_batch
 from tests.security.support import raw_post, series

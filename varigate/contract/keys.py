@@ -2,7 +2,7 @@
 
 - ``PARAM_*``: keys of config.pbtxt ``parameters``. The compressor writes the logical model and the variant
   (``compressor/repository.py``); tests and operators may write the others; the gateway reads them all
-  (``gateway/core/config.py``, ``gateway/core/slo.py``).
+  (``gateway/core/config.py``, ``gateway/core/selection/slo.py``).
 - ``*_PARAMETER``: KServe v2 request/response ``parameters``. Clients (``loadtest``, users) send
   ``slo_ms``, ``max_accuracy_loss`` and ``deadline_ms``; the gateway answers with the serving variant and
   whether the SLO was met.

@@ -2,7 +2,8 @@
 ``varigate.variant`` take, in build order (each after the variant it starts from), and the reference.
 
 The compressor builds in this order (``compressor/config.py``); the gateway's policies measure accuracy
-loss against the reference (``gateway/core/policy.py``); the benchmarks print variants in this order.
+loss against the reference (``gateway/core/selection/policy.py``); the benchmarks print variants in this
+order.
 Standard library only.
 """
 

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.core.config import ModelConfig
 from gateway.core.errors import ModelNotReady
-from gateway.core.observer import RequestEvent
-from gateway.core.policy import Candidate, MostAccuratePolicy, PolicyContext
+from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
+from gateway.core.telemetry.observer import RequestEvent
 from gateway.core.types import InferRequest
 from tests.fixtures.tinyrepo import tiny_card
 from tests.gateway.conftest import serving, tiny_request

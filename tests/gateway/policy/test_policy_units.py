@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from gateway.core.batching.formation import Shape, capacity, plan
 from gateway.core.config import DynamicBatching, ModelConfig
-from gateway.core.drift import DriftConfig, DriftMonitor, agreement, bounds
+from gateway.core.drift.monitor import DriftConfig, DriftMonitor, agreement, bounds
 from gateway.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
-from gateway.core.feasibility import Shape, capacity, plan
-from gateway.core.latency_model import LatencyModel
-from gateway.core.observer import Outcome, RequestEvent
-from gateway.core.policy import Candidate, PolicyContext
-from gateway.core.policy_baselines import InfaasPolicy, StaticPolicy
-from gateway.core.policy_events import NullPolicyObserver
-from gateway.core.policy_slo import Infeasible, SloConfig, SloPolicy
-from gateway.core.slo import SloTerms
+from gateway.core.selection.baselines import InfaasPolicy, StaticPolicy
+from gateway.core.selection.events import NullPolicyObserver
+from gateway.core.selection.latency_model import LatencyModel
+from gateway.core.selection.policy import Candidate, PolicyContext
+from gateway.core.selection.slo import SloTerms
+from gateway.core.selection.slo_policy import Infeasible, SloConfig, SloPolicy
+from gateway.core.selection.variants import dominated_variants
+from gateway.core.telemetry.observer import Outcome, RequestEvent
 from gateway.core.types import InferRequest
-from gateway.core.variants import dominated_variants
 from gateway.policies import parse_policy
 from gateway.settings import Settings
 from tests.fixtures.tinyrepo import build_tiny_repository, tiny_card

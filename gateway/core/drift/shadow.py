@@ -19,11 +19,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from gateway.core.drift import DriftMonitor, agreement, is_classifier
+from gateway.core.batching.queue import BatchResult
+from gateway.core.drift.monitor import DriftMonitor, agreement, is_classifier
 from gateway.core.errors import GatewayError
-from gateway.core.policy_events import PolicyObserver
-from gateway.core.queue import BatchResult
-from gateway.core.registry import ModelRecord, Registry, VersionState
+from gateway.core.models.registry import ModelRecord, Registry, VersionState
+from gateway.core.selection.events import PolicyObserver
 from varigate.contract.variants import REFERENCE_VARIANT
 
 log = logging.getLogger(__name__)

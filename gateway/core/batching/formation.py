@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.core.config import ModelConfig
-from gateway.core.policy import QueueView
+from gateway.core.selection.policy import QueueView
 
 Latency = Callable[[int], float]
 RUNNING_FLOOR = 0.1  # a batch running past its prediction is assumed to need a tenth of it more

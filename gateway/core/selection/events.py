@@ -10,7 +10,7 @@ from typing import Protocol
 
 class PolicyObserver(Protocol):
     def selection(self, model: str, variant: str, reason: str) -> None:
-        """The policy chose ``variant``; ``reason`` says why (see ``gateway.core.policy_slo.Reason``)."""
+        """The policy chose ``variant``; ``reason`` says why (``selection.slo_policy.Reason``)."""
         ...
 
     def rejection(self, model: str, reason: str) -> None:

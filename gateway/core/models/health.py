@@ -2,14 +2,15 @@
 whose backend fails or hangs.
 
 Every executed batch reports its outcome (``BatchEvent.ok``; a batch that ran past the deadlines of all of
-its requests reports a failure at that moment, see ``gateway.core.batcher``). After ``failures_to_open``
-consecutive failures of a variant its circuit **opens**: the service leaves it out of the candidates the
-policy sees for ``cooldown_s``. Then it is **half open**: the next request to the logical model may go
-to it (the probe; one at a time, a new probe after another ``cooldown_s`` without an outcome). A successful
-batch, the probe's or a pinned request's, closes the circuit; a failure opens it again for ``cooldown_s``.
-Requests that pin a variant always go to it and get its own error. A variant with a batch running past its
-requests' deadlines is avoided too while that batch runs (its instance is stuck). When every variant of a
-logical model is avoided, the policy sees them all (trying is better than refusing everyone).
+its requests reports a failure at that moment, see ``gateway.core.batching.batcher``). After
+``failures_to_open`` consecutive failures of a variant its circuit **opens**: the service leaves it out of
+the candidates the policy sees for ``cooldown_s``. Then it is **half open**: the next request to the logical
+model may go to it (the probe; one at a time, a new probe after another ``cooldown_s`` without an outcome).
+A successful batch, the probe's or a pinned request's, closes the circuit; a failure opens it again for
+``cooldown_s``. Requests that pin a variant always go to it and get its own error. A variant with a batch
+running past its requests' deadlines is avoided too while that batch runs (its instance is stuck). When
+every variant of a logical model is avoided, the policy sees them all (trying is better than refusing
+everyone).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from gateway.core.observer import BatchEvent, Observer, RequestEvent
+from gateway.core.telemetry.observer import BatchEvent, Observer, RequestEvent
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 from gateway.core.api import ModelMetadata, TensorMeta
 from gateway.core.config import ModelConfig, ModelSpec, TensorConfig
 from gateway.core.errors import ModelNotFound
-from gateway.core.policy import Candidate, accuracy_score
-from gateway.core.registry import ModelRecord, Registry, parse_version
+from gateway.core.models.registry import ModelRecord, Registry, parse_version
+from gateway.core.selection.policy import Candidate, accuracy_score
 from varigate.contract.variants import REFERENCE_VARIANT
 
 

@@ -6,7 +6,7 @@ the next request would not fit, or when the oldest queued request has waited ``m
 delayed fire the largest preferred size that can be cut is sent. Deadline-aware: a batch does not wait out
 ``max_queue_delay`` when waiting (plus the recent batch compute time) would make a request in it miss its
 SLO deadline. Requests are taken in the order of the
-``RequestQueue`` (priority levels and queue policies; see ``gateway.core.queue``). A model without
+``RequestQueue`` (priority levels and queue policies; see ``gateway.core.batching.queue``). A model without
 ``dynamic_batching`` runs each request alone. At most ``max_batches_in_flight`` batches run at once
 (the model's instance count), so requests gather while a batch runs.
 
@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from gateway.core.batching.padding import merge, signature, split
+from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue
 from gateway.core.config import ModelConfig, TimeoutAction
 from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Overloaded, Unavailable
-from gateway.core.observer import BatchEvent, NullObserver, Observer
-from gateway.core.padding import merge, signature, split
-from gateway.core.queue import BatchResult, QueuedRequest, RequestQueue
-from gateway.core.runtime import Runner
+from gateway.core.models.runner import Runner
+from gateway.core.telemetry.observer import BatchEvent, NullObserver, Observer
 
 __all__ = ["BatchResult", "Batcher"]
 

@@ -15,15 +15,15 @@ from typing import Protocol, runtime_checkable
 
 from gateway.core.config import ModelConfig
 from gateway.core.errors import ModelNotReady
-from gateway.core.observer import BatchEvent, Observer, RequestEvent
-from gateway.core.slo import NO_TERMS, SloTerms
+from gateway.core.selection.slo import NO_TERMS, SloTerms
+from gateway.core.telemetry.observer import BatchEvent, Observer, RequestEvent
 from gateway.core.types import InferRequest
 from varigate.contract.card import VariantCard
 from varigate.contract.variants import REFERENCE_VARIANT
 
 
 class QueueView(Protocol):
-    """What a policy may read of a variant's batcher (``gateway.core.batcher.Batcher`` is one)."""
+    """What a policy may read of a variant's batcher (``gateway.core.batching.batcher.Batcher`` is one)."""
 
     def backlog(self) -> tuple[tuple[int, int], ...]:
         """``(rows, deadline_ns)`` of every queued request, in the order batches take them (0 = none)."""

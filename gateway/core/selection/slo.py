@@ -98,7 +98,7 @@ def request_terms(
     return SloTerms(None if slo_ms is None else slo_ms / 1000.0, max_loss, client_deadline_s)
 
 
-# -- the SLO policy's settings (``gateway.core.policy_slo``) --------------------------------------------
+# -- the SLO policy's settings (``gateway.core.selection.slo_policy``) -------------------------------------
 
 
 class Reason(StrEnum):

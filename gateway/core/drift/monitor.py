@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.core.errors import InvalidInput
-from gateway.core.policy_events import NullPolicyObserver, PolicyObserver
+from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
 from varigate.contract.card import VariantCard
 
 log = logging.getLogger(__name__)

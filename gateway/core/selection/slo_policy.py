@@ -6,7 +6,8 @@ current load, inside an accuracy budget, without flapping.
   left out and reported), and within the request's ``max_accuracy_loss``. Ordered by accuracy.
 - **Feasible**: the variant's queue, run in the batches its batcher would form at the latencies the
   ``LatencyModel`` predicts, ends the request's batch by its deadline minus a safety margin (a fraction of
-  the SLO plus a fixed part), counting the gateway's own measured overhead (``gateway.core.feasibility``).
+  the SLO plus a fixed part), counting the gateway's own measured overhead
+  (``gateway.core.batching.formation``).
 - **Ceiling and hysteresis**: the policy keeps a ceiling per logical model and picks the most accurate
   feasible variant at or below it. When the ceiling is infeasible it steps down at once to what was picked.
   It steps up one variant only after the arrival rate has stayed below ``1 - headroom`` of the upper
@@ -31,15 +32,15 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.drift import DriftMonitor
+from gateway.core.batching.formation import Latency, Plan, Shape, capacity, plan
+from gateway.core.drift.monitor import DriftMonitor
 from gateway.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
-from gateway.core.feasibility import Latency, Plan, Shape, capacity, plan
-from gateway.core.latency_model import LatencyModel, Window
-from gateway.core.observer import BatchEvent, Outcome, RequestEvent
-from gateway.core.policy import Candidate, PolicyContext
-from gateway.core.policy_events import NullPolicyObserver, PolicyObserver
-from gateway.core.slo import Infeasible, Reason, SloConfig
-from gateway.core.variants import dominated_variants, loss_of, ranked
+from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
+from gateway.core.selection.latency_model import LatencyModel, Window
+from gateway.core.selection.policy import Candidate, PolicyContext
+from gateway.core.selection.slo import Infeasible, Reason, SloConfig
+from gateway.core.selection.variants import dominated_variants, loss_of, ranked
+from gateway.core.telemetry.observer import BatchEvent, Outcome, RequestEvent
 from varigate.contract.variants import REFERENCE_VARIANT
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.core.api import RepositoryEntry
-from gateway.core.batcher import Batcher
+from gateway.core.batching.batcher import Batcher
 from gateway.core.config import ModelSpec
 from gateway.core.errors import ModelNotFound, ModelNotReady
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway.core.batching.padding import Signature
 from gateway.core.config import DynamicBatching, QueuePolicy, TimeoutAction
 from gateway.core.errors import DeadlineExceeded, Overloaded
-from gateway.core.padding import Signature
 
 
 @dataclass(frozen=True, slots=True)

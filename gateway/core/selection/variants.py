@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.core.policy import Candidate, accuracy_score
+from gateway.core.selection.policy import Candidate, accuracy_score
 from varigate.contract.variants import REFERENCE_VARIANT
 
 

@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.core.api import BatchStat, DurationStat, ModelStatistics
-from gateway.core.observer import BatchEvent, Observer, RequestEvent
-from gateway.core.queue import BatchResult
+from gateway.core.batching.queue import BatchResult
+from gateway.core.telemetry.observer import BatchEvent, Observer, RequestEvent
 
 
 @dataclass(slots=True)

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import NoReturn
 
-from gateway.core.batcher import Batcher
+from gateway.core.batching.batcher import Batcher
 from gateway.core.config import ModelSpec, RepositoryScan
 from gateway.core.errors import ModelLoadError, ModelNotFound
-from gateway.core.observer import Observer
-from gateway.core.registry import UNLOADED, ModelRecord, ModelState, Registry, VersionState
-from gateway.core.runtime import ModelLoader
+from gateway.core.models.registry import UNLOADED, ModelRecord, ModelState, Registry, VersionState
+from gateway.core.models.runner import ModelLoader
+from gateway.core.telemetry.observer import Observer
 
 
 def spec_key(spec: ModelSpec) -> str:

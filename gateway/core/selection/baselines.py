@@ -15,12 +15,12 @@ import math
 import time
 from collections.abc import Sequence
 
+from gateway.core.batching.formation import Shape
 from gateway.core.errors import ModelNotReady
-from gateway.core.feasibility import Shape
-from gateway.core.observer import Outcome, RequestEvent
-from gateway.core.policy import Candidate, MostAccuratePolicy, PolicyContext
-from gateway.core.policy_events import NullPolicyObserver, PolicyObserver
-from gateway.core.variants import loss_of, ranked
+from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
+from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
+from gateway.core.selection.variants import loss_of, ranked
+from gateway.core.telemetry.observer import Outcome, RequestEvent
 
 
 class StaticPolicy:

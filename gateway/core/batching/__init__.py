@@ -1,0 +1,1 @@
+"""Batching: the queue, padding, batch formation and Triton's dynamic batcher."""

@@ -1,0 +1,1 @@
+"""Live accuracy: shadow comparisons and the drift monitor."""

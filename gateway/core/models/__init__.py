@@ -1,0 +1,1 @@
+"""Models: the registry, their lifecycle, metadata, health, and the runner port."""

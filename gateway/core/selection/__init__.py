@@ -1,0 +1,1 @@
+"""Variant selection: policies, the latency model, SLO terms, baselines and their events."""

@@ -1,0 +1,1 @@
+"""What the core reports as it serves: the observer fan-out and Triton's statistics."""
