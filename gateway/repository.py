@@ -1,9 +1,9 @@
 """Reading a Triton-style model repository into the core's ``ModelSpec``s, and building a ``Service`` on it.
 
-Each ``<repo>/<name>/config.pbtxt`` is parsed with Triton's own schema (``tritonclient``'s
-``model_config_pb2``); its JSON form is kept for the config endpoint. The variant card beside it is read
-when present (a variant without a card is served, without measured facts). Hidden directories are
-ignored; numeric subdirectories are versions, filtered by the config's ``version_policy``.
+Each ``<repo>/<name>/config.pbtxt`` is parsed by ``gateway.config_pbtxt`` (Triton's own schema); its JSON
+form is kept for the config endpoint. The variant card beside it is read when present (a variant without a
+card is served, without measured facts). Hidden directories are ignored; numeric subdirectories are
+versions, filtered by the config's ``version_policy``.
 
 A model directory may be a symbolic link to a directory inside the repository (an alias, a swapped
 ``..data``-style layout); one that resolves outside it is refused in every control mode, and the repository
@@ -17,42 +17,24 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from google.protobuf import json_format, text_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as mc
 
 from gateway.backends.base import DEFAULT_BACKEND, BackendLoader, load_backend
-from gateway.core.config import (
-    DynamicBatching,
-    ModelConfig,
-    ModelSpec,
-    QueuePolicy,
-    RepositoryScan,
-    TensorConfig,
-    TimeoutAction,
-    VersionPolicy,
-    VersionPolicyKind,
-    datatype_from_triton,
-)
+from gateway.config_pbtxt import ConfigError, config_from_proto, config_to_json, parse_config
+from gateway.core.config import ModelSpec, RepositoryScan
 from gateway.core.drift.monitor import DriftMonitor
 from gateway.core.errors import InvalidInput
 from gateway.core.models.health import HealthConfig
 from gateway.core.models.runner import ControlMode, ModelLoader
 from gateway.core.selection.policy import Policy
-from gateway.core.selection.slo import config_default_slo_ms
 from gateway.core.service import DEFAULT_EXTENSIONS, Service
 from gateway.core.telemetry.observer import Observer
 from varigate.contract.card import CARD_FILENAME, CardError, VariantCard, card_from_dict
 from varigate.contract.layout import CONFIG_FILENAME
 
 NAME_MAX_BYTES = 255  # the longest file name Linux (NAME_MAX) and common file systems allow
-
-
-class ConfigError(ValueError):
-    """A config.pbtxt the gateway cannot serve; the message names the file and the field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,24 +130,8 @@ def read_model(model_dir: Path, queue_defaults: QueueDefaults | None = None) -> 
         text = config_path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{config_path}: no {CONFIG_FILENAME}") from None
-    try:
-        proto = text_format.Parse(text.decode(), mc.ModelConfig())
-    except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{config_path}: not a Triton model configuration ({e})") from None
-    if proto.name and proto.name != model_dir.name:
-        raise ConfigError(
-            f"{config_path}: name {proto.name!r} does not match its directory {model_dir.name!r}"
-        )
-    proto.name = model_dir.name
-    bounds = queue_defaults or QueueDefaults()
-    if proto.HasField("dynamic_batching"):
-        db = proto.dynamic_batching
-        for policy in (db.default_queue_policy, *db.priority_queue_policy.values()):
-            policy.max_queue_size = policy.max_queue_size or bounds.max_queue_size
-            reject = policy.timeout_action == mc.ModelQueuePolicy.REJECT
-            if reject and bounds.timeout_us and not policy.default_timeout_microseconds:
-                # on top of the model's own batching delay, which a request may always wait out
-                policy.default_timeout_microseconds = bounds.timeout_us + db.max_queue_delay_microseconds
+    proto = parse_config(text, model_dir.name, str(config_path))
+    _bound_queues(proto, queue_defaults or QueueDefaults())
     config = config_from_proto(proto, str(config_path))
     card, card_error, card_bytes = _card(model_dir)
     versions = {int(d.name): _fingerprint(d) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit()}
@@ -182,113 +148,17 @@ def read_model(model_dir: Path, queue_defaults: QueueDefaults | None = None) -> 
     )
 
 
-def config_from_proto(proto: mc.ModelConfig, source: str = "<config>") -> ModelConfig:
-    try:
-        config = ModelConfig(
-            name=proto.name,
-            platform=proto.platform,
-            backend=proto.backend,
-            max_batch_size=proto.max_batch_size,
-            inputs=tuple(_tensor(t) for t in proto.input),
-            outputs=tuple(_tensor(t) for t in proto.output),
-            dynamic_batching=_batching(proto.dynamic_batching)
-            if proto.HasField("dynamic_batching")
-            else None,
-            version_policy=_version_policy(proto.version_policy),
-            instance_count=max(1, sum(g.count or 1 for g in proto.instance_group)),
-            default_model_filename=proto.default_model_filename,
-            parameters={k: v.string_value for k, v in proto.parameters.items()},
-        )
-        config_default_slo_ms(config)  # a bad default SLO refuses the model, not its requests
-        return config
-    except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
-
-
-def _tensor(t: mc.ModelInput | mc.ModelOutput) -> TensorConfig:
-    if t.HasField("reshape"):
-        raise ValueError(f"tensor {t.name!r} uses 'reshape', which the gateway does not support")
-    return TensorConfig(
-        name=t.name,
-        datatype=datatype_from_triton(mc.DataType.Name(t.data_type)),
-        dims=tuple(int(d) for d in t.dims),
-        optional=bool(getattr(t, "optional", False)),
-    )
-
-
-def _queue_policy(p: mc.ModelQueuePolicy) -> QueuePolicy:
-    return QueuePolicy(
-        timeout_action=TimeoutAction(mc.ModelQueuePolicy.TimeoutAction.Name(p.timeout_action)),
-        default_timeout_us=p.default_timeout_microseconds,
-        allow_timeout_override=p.allow_timeout_override,
-        max_queue_size=p.max_queue_size,
-    )
-
-
-def _batching(db: mc.ModelDynamicBatching) -> DynamicBatching:
-    if db.priority_levels and not 0 <= db.default_priority_level <= db.priority_levels:
-        raise ValueError(
-            f"default_priority_level {db.default_priority_level} is outside priority_levels "
-            f"1..{db.priority_levels}"
-        )
-    return DynamicBatching(
-        preferred_batch_sizes=tuple(db.preferred_batch_size),
-        max_queue_delay_us=db.max_queue_delay_microseconds,
-        priority_levels=db.priority_levels,
-        default_priority_level=db.default_priority_level,
-        default_queue_policy=_queue_policy(db.default_queue_policy),
-        priority_queue_policy={int(k): _queue_policy(v) for k, v in db.priority_queue_policy.items()},
-    )
-
-
-def _version_policy(vp: mc.ModelVersionPolicy) -> VersionPolicy:
-    choice = vp.WhichOneof("policy_choice")
-    if choice == "all":
-        return VersionPolicy(VersionPolicyKind.ALL)
-    if choice == "specific":
-        return VersionPolicy(VersionPolicyKind.SPECIFIC, versions=tuple(int(v) for v in vp.specific.versions))
-    return VersionPolicy(VersionPolicyKind.LATEST, num_versions=max(1, vp.latest.num_versions))
-
-
-def config_to_json(proto: Message) -> dict[str, Any]:
-    """Triton's JSON form: protobuf field names, defaults included, 64-bit integers as numbers."""
-    data = json_format.MessageToDict(
-        proto, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    # The stubs type DESCRIPTOR as the Python or the upb class; under upb the two are one class at runtime.
-    return _int64_as_numbers(cast(Descriptor, proto.DESCRIPTOR), data)
-
-
-_INT64 = {
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED64,
-}
-
-
-def _int64_as_numbers(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
-    for field in descriptor.fields:
-        if field.name in data:
-            data[field.name] = _convert(field, data[field.name])
-    return data
-
-
-def _convert(field: FieldDescriptor, value: Any) -> Any:
-    message = field.message_type
-    if message is not None and message.GetOptions().map_entry:
-        inner = message.fields_by_name["value"]
-        return {k: _scalar(inner, v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scalar(field, v) for v in value]
-    return _scalar(field, value)
-
-
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
-    if field.message_type is not None:
-        return _int64_as_numbers(field.message_type, value)
-    return int(value) if field.type in _INT64 else value
+def _bound_queues(proto: mc.ModelConfig, bounds: QueueDefaults) -> None:
+    """Give the queue policies that ``proto`` leaves unbounded the gateway's bounds."""
+    if not proto.HasField("dynamic_batching"):
+        return
+    db = proto.dynamic_batching
+    for policy in (db.default_queue_policy, *db.priority_queue_policy.values()):
+        policy.max_queue_size = policy.max_queue_size or bounds.max_queue_size
+        reject = policy.timeout_action == mc.ModelQueuePolicy.REJECT
+        if reject and bounds.timeout_us and not policy.default_timeout_microseconds:
+            # on top of the model's own batching delay, which a request may always wait out
+            policy.default_timeout_microseconds = bounds.timeout_us + db.max_queue_delay_microseconds
 
 
 def _card(model_dir: Path) -> tuple[VariantCard | None, str, bytes]:

@@ -30,6 +30,8 @@ WIRE_ONLY_PARAMETERS = frozenset({"binary_data_output"})
 # Tensor parameters that belong to the wire format, not to the tensor.
 WIRE_TENSOR_PARAMETERS = frozenset({"binary_data_size", "binary_data"})
 SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+# The largest HTTP request body (after decompression) and gRPC message a server takes by default.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.protocol.codec import MAX_REQUEST_BYTES
+
 __all__ = ["GrpcLimits"]
 
 
@@ -12,7 +14,7 @@ __all__ = ["GrpcLimits"]
 class GrpcLimits:
     """Server bounds (``gateway.settings_limits`` says why each default)."""
 
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = MAX_REQUEST_BYTES
     max_connections: int = 1024
     max_concurrent_rpcs: int = 1024
     max_stream_inflight: int = 64

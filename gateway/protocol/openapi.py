@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.core.types import Datatype
-from varigate.contract.keys import MAX_LOSS_PARAMETER, SLO_HEADER, SLO_PARAMETER
+from gateway.protocol.openapi_schemas import ref, schemas
+from varigate.contract.keys import SLO_HEADER
 
 OPENAPI_PATH = "/varigate/openapi.json"
-_REF = "#/components/schemas/"
 
 _STATUS_TEXT = {
     400: "Bad request: the message names the bad value",
@@ -29,10 +28,6 @@ _STATUS_TEXT = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -40,14 +35,14 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _responses(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": ok}
     for code in errors:
-        out[str(code)] = {"description": _STATUS_TEXT[code], "content": _json(_ref("Error"))}
+        out[str(code)] = {"description": _STATUS_TEXT[code], "content": _json(ref("Error"))}
     return out
 
 
 def _ok(schema_name: str | None, description: str = "OK") -> dict[str, Any]:
     if schema_name is None:
         return {"description": description}
-    return {"description": description, "content": _json(_ref(schema_name))}
+    return {"description": description, "content": _json(ref(schema_name))}
 
 
 def _operation(op_id: str, summary: str, tag: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -62,7 +57,7 @@ def _health(op_id: str, summary: str, ok: str, not_ok: int, what: str, *errors: 
     """Health answers: 200 with ``{"<key>": true}``; not ready/live with ``false`` and an ``error``."""
     responses = {
         **_responses(_ok(ok), *errors),
-        str(not_ok): {"description": what, "content": _json(_ref(ok))},
+        str(not_ok): {"description": what, "content": _json(ref(ok))},
     }
     return {"get": _operation(op_id, summary, "health", responses)}
 
@@ -81,7 +76,7 @@ _VERSION = {
 
 
 def _body(schema_name: str) -> dict[str, Any]:
-    return {"required": False, "content": _json(_ref(schema_name))}
+    return {"required": False, "content": _json(ref(schema_name))}
 
 
 def _infer_operation(op_id: str) -> dict[str, Any]:
@@ -104,14 +99,14 @@ def _infer_operation(op_id: str) -> dict[str, Any]:
     body = {
         "required": True,
         "content": {
-            "application/json": {"schema": _ref("InferenceRequest")},
+            "application/json": {"schema": ref("InferenceRequest")},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
     ok = {
         "description": "The outputs; binary outputs follow the JSON header (Inference-Header-Content-Length)",
         "content": {
-            "application/json": {"schema": _ref("InferenceResponse")},
+            "application/json": {"schema": ref("InferenceResponse")},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
@@ -183,141 +178,6 @@ def _repository_paths() -> dict[str, Any]:
     return out
 
 
-def _obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "properties": properties, **extra}
-    if required:
-        out["required"] = list(required)
-    return out
-
-
-_STR, _BOOL, _INT = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
-_DURATION = _obj({"count": _INT, "ns": _INT}, ("count", "ns"))
-
-
-def _schemas() -> dict[str, Any]:
-    datatypes = [d.value for d in Datatype]
-    scalar = [{"type": "number"}, _STR, _BOOL]
-    return {
-        "Error": _obj({"error": {"type": "string", "minLength": 1}}, ("error",), additionalProperties=False),
-        "ServerMetadata": _obj(
-            {"name": _STR, "version": _STR, "extensions": {"type": "array", "items": _STR}},
-            ("name", "version", "extensions"),
-        ),
-        "Live": _obj({"live": _BOOL, "error": _STR}, ("live",)),
-        "Ready": _obj({"ready": _BOOL, "error": _STR}, ("ready",)),
-        "ModelReady": _obj({"name": _STR, "ready": _BOOL, "error": _STR}, ("ready",)),
-        "MetadataTensor": _obj(
-            {"name": _STR, "datatype": _STR, "shape": {"type": "array", "items": _INT}},
-            ("name", "datatype", "shape"),
-        ),
-        "ModelMetadata": _obj(
-            {
-                "name": _STR,
-                "versions": {"type": "array", "items": _STR},
-                "platform": _STR,
-                "inputs": {"type": "array", "items": _ref("MetadataTensor")},
-                "outputs": {"type": "array", "items": _ref("MetadataTensor")},
-                "parameters": {"type": "object"},
-            },
-            ("name", "platform", "inputs", "outputs"),
-        ),
-        "ModelConfig": _obj(
-            {"name": _STR, "max_batch_size": _INT},
-            ("name",),
-            description="Triton's model configuration, protobuf JSON field names",
-        ),
-        "Statistics": _obj(
-            {"model_stats": {"type": "array", "items": _ref("ModelStatistics")}}, ("model_stats",)
-        ),
-        "ModelStatistics": _obj(
-            {
-                "name": _STR,
-                "version": _STR,
-                "last_inference": _INT,
-                "inference_count": _INT,
-                "execution_count": _INT,
-                "inference_stats": {"type": "object", "additionalProperties": _DURATION},
-                "batch_stats": {"type": "array", "items": {"type": "object"}},
-                "memory_usage": {"type": "array"},
-            },
-            ("name", "version", "inference_count", "execution_count", "inference_stats"),
-        ),
-        "Parameters": {"type": "object", "additionalProperties": {"anyOf": scalar}},
-        "TensorData": {"type": "array", "items": {"anyOf": [*scalar, _ref("TensorData")]}},
-        "RequestInput": _obj(
-            {
-                "name": {"type": "string", "minLength": 1},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                "datatype": {"type": "string", "enum": datatypes},
-                "parameters": _obj({"binary_data_size": {"type": "integer", "minimum": 0}}),
-                "data": _ref("TensorData"),
-            },
-            ("name", "shape", "datatype"),
-            description="'data' in the JSON, or parameters.binary_data_size bytes after the JSON header",
-        ),
-        "RequestOutput": _obj({"name": _STR, "parameters": _obj({"binary_data": _BOOL})}, ("name",)),
-        "InferenceRequest": _obj(
-            {
-                "id": _STR,
-                "parameters": _obj(
-                    {
-                        "binary_data_output": _BOOL,
-                        "priority": {"type": "integer", "minimum": 0},
-                        "timeout": {"type": "integer", "minimum": 0},
-                        SLO_PARAMETER: {"type": "number"},
-                        MAX_LOSS_PARAMETER: {"type": "number"},
-                    },
-                    additionalProperties={"anyOf": scalar},
-                ),
-                "inputs": {"type": "array", "items": _ref("RequestInput")},
-                "outputs": {"type": "array", "items": _ref("RequestOutput")},
-            },
-            ("inputs",),
-        ),
-        "ResponseOutput": _obj(
-            {
-                "name": _STR,
-                "shape": {"type": "array", "items": _INT},
-                "datatype": {"type": "string", "enum": datatypes},
-                "parameters": {"type": "object"},
-                "data": {"type": "array"},
-            },
-            ("name", "shape", "datatype"),
-        ),
-        "InferenceResponse": _obj(
-            {
-                "model_name": _STR,
-                "model_version": _STR,
-                "id": _STR,
-                "parameters": {"type": "object"},
-                "outputs": {"type": "array", "items": _ref("ResponseOutput")},
-            },
-            ("model_name", "outputs"),
-        ),
-        "LabelsRequest": _obj(
-            {
-                "labels": {
-                    "type": "array",
-                    "items": _obj(
-                        {"id": _STR, "label": {"anyOf": [_INT, {"type": "array", "items": _INT}]}},
-                        ("id", "label"),
-                    ),
-                }
-            },
-            ("labels",),
-        ),
-        "LabelsResponse": _obj(
-            {"accepted": _INT, "unknown": {"type": "array", "items": _STR}}, ("accepted", "unknown")
-        ),
-        "RepositoryIndexRequest": _obj({"repository_name": _STR, "ready": _BOOL}),
-        "RepositoryIndex": {
-            "type": "array",
-            "items": _obj({"name": _STR, "version": _STR, "state": _STR, "reason": _STR}, ("name", "state")),
-        },
-        "RepositoryModelRequest": _obj({"parameters": _ref("Parameters")}),
-    }
-
-
 def openapi_document() -> dict[str, Any]:
     """The whole document, a fresh dict each call."""
     paths: dict[str, Any] = {
@@ -340,5 +200,5 @@ def openapi_document() -> dict[str, Any]:
             "license": {"name": "Apache-2.0"},
         },
         "paths": paths,
-        "components": {"schemas": _schemas()},
+        "components": {"schemas": schemas()},
     }

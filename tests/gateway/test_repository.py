@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.config_pbtxt import ConfigError
 from gateway.core.errors import ModelLoadError, ModelNotFound, ModelNotReady, Unsupported
 from gateway.core.models.runner import ControlMode
 from gateway.core.service import Service
-from gateway.repository import ConfigError, ModelRepository
+from gateway.repository import ModelRepository
 from tests.fixtures.tinyrepo import add_version
 
 from .conftest import serving, tiny_request
