@@ -1,18 +1,15 @@
 """Triton's dynamic batcher for one model version, on asyncio.
 
-Semantics follow Triton's ``dynamic_batching`` (see ``ModelConfig``): batches are counted in rows up to
-``max_batch_size``; a batch fires when it reaches the largest preferred size (or ``max_batch_size``), when
-the next request would not fit, or when the oldest queued request has waited ``max_queue_delay``; on a
-delayed fire the largest preferred size that can be cut is sent. Deadline-aware: a batch does not wait out
-``max_queue_delay`` when waiting (plus the recent batch compute time) would make a request in it miss its
-SLO deadline. Requests are taken in the order of the
-``RequestQueue`` (priority levels and queue policies; see ``gateway.core.batching.queue``). A model without
-``dynamic_batching`` runs each request alone. At most ``max_batches_in_flight`` batches run at once
-(the model's instance count), so requests gather while a batch runs.
+Semantics follow Triton's ``dynamic_batching`` (see ``ModelConfig``); how a batch forms and when it fires
+(preferred sizes, ``max_queue_delay``, early on SLO deadlines) is ``gateway.core.batching.formation``, the
+function the policy's predictions call too. Requests are taken in the order of the ``RequestQueue``
+(priority levels and queue policies; ``gateway.core.batching.queue``). At most ``max_batches_in_flight``
+batches run at once (the model's instance count), so requests gather while a batch runs.
 
 ``submit`` enqueues synchronously (nothing can run between routing and enqueueing) and returns a future.
 Requests are validated before they get here: a batch holds only requests that can run together, and a
-backend failure fails only the requests of that batch.
+backend failure fails only the requests of that batch. One the queue would hold too long is refused early
+(``gateway.core.batching.admission``).
 
 A request may carry a hard deadline (``expires_ns``: the client stops waiting then): it is answered with
 ``DeadlineExceeded`` at that moment, queued or running. A backend call cannot be cancelled, so a batch whose
@@ -30,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from gateway.core.batching.admission import Admission
+from gateway.core.batching.formation import Rules, batches
 from gateway.core.batching.padding import merge, signature, split
 from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue
-from gateway.core.config import ModelConfig, TimeoutAction
-from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Overloaded, Unavailable
+from gateway.core.config import ModelConfig
+from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Unavailable
 from gateway.core.models.runner import Runner
 from gateway.core.telemetry.observer import BatchEvent, NullObserver, Observer
 
@@ -54,18 +53,13 @@ class Batcher:
         self.model, self.version, self.config, self.runner = model, version, config, runner
         self._observer = observer or NullObserver()
         self._wakeup = asyncio.Event()
-        db = config.dynamic_batching
-        self._batching = db is not None and config.max_batch_size > 0
-        self._max_rows = config.max_batch_size if config.max_batch_size > 0 else 1
-        preferred = tuple(
-            sorted(p for p in (db.preferred_batch_sizes if db else ()) if 0 < p <= self._max_rows)
-        )
-        self._preferred = frozenset(preferred)
-        self._fire_rows = preferred[-1] if preferred else self._max_rows
-        self._delay_ns = (db.max_queue_delay_us if db else 0) * 1000
-        self._queue = RequestQueue(model, db, self._wakeup.set)
+        self._rules = Rules.of(config)
+        self._max_rows = self._rules.max_rows
+        self._queue = RequestQueue(model, config.dynamic_batching, self._wakeup.set)
         self._instances = max(1, max_batches_in_flight or config.instance_count)
         self._slots = asyncio.Semaphore(self._instances)
+        preferred = self._rules.preferred
+        self._admission = Admission(model, preferred[-1] if preferred else self._max_rows, self._instances)
         self._idle = asyncio.Event()
         self._idle.set()
         self._accepting = True
@@ -87,31 +81,27 @@ class Batcher:
         return self._inflight
 
     @property
-    def accepting(self) -> bool:
-        return self._accepting
-
-    @property
     def overrunning(self) -> int:
         """Batches still running after every one of their requests ran past its deadline (a stuck backend)."""
         return self._overrunning
 
-    def backlog(self) -> tuple[tuple[int, int], ...]:
-        """``(rows, deadline_ns)`` of the queued requests in batch order (``QueueView``)."""
-        return tuple((it.rows, it.deadline_ns) for it in self._queue)
+    def backlog(self) -> tuple[QueuedRequest, ...]:
+        """The queued requests in batch order (``QueueView``)."""
+        return tuple(self._queue)
 
     def running(self) -> tuple[tuple[int, int], ...]:
         """``(rows, started_ns)`` of the batches executing now (``QueueView``)."""
         return tuple(self._running.values())
+
+    def recent_compute_ns(self) -> int:
+        """The recent batch compute time, a moving average (``QueueView``; 0 until a batch has run)."""
+        return self._compute_ns
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(), name=f"batcher:{self.model}:{self.version}"
             )
-
-    def priority_level(self, priority: int) -> int:
-        """Triton's rule: 0 or a priority beyond the model's levels means the default level."""
-        return self._queue.level_of(priority)
 
     def submit(
         self,
@@ -134,7 +124,7 @@ class Batcher:
             raise InvalidInput(
                 f"inference request batch-size must be <= {self._max_rows} for {self.model!r}, got {rows}"
             )
-        self._refuse_if_late(rows, priority, timeout_us, expires_ns)
+        self._admission.refuse_if_late(self._queue, rows, priority, timeout_us, expires_ns, self._compute_ns)
         item = self._queue.push(feeds, rows, signature(self.config, feeds), priority, timeout_us, deadline_ns)
         self._inflight += 1
         self._idle.clear()
@@ -147,38 +137,6 @@ class Batcher:
         self._wakeup.set()
         self.start()
         return item.future
-
-    def predicted_wait_ns(self, rows: int, priority: int = 0) -> int:
-        """How long a request of ``rows`` would take to be answered: the batches needed for the rows
-        queued ahead of it and its own, at the recent batch time, over the batches that run at once (0
-        until a batch has run)."""
-        ahead = self._queue.rows_ahead(priority) + rows
-        batches = -(-ahead // self._fire_rows)
-        return batches * self._compute_ns // self._instances
-
-    def _refuse_if_late(self, rows: int, priority: int, timeout_us: int, expires_ns: int) -> None:
-        """Refuse at once (``Overloaded``: 429 / RESOURCE_EXHAUSTED) a request that the queue would hold
-        past its queue timeout or its hard deadline: an early, cheap no instead of a late one after it
-        took a place in the queue (under overload, a FIFO of doomed requests serves nobody in time)."""
-        if not self._compute_ns:
-            return
-        policy = self._queue.policy_of(priority)
-        timeout = timeout_us if timeout_us and policy.allow_timeout_override else policy.default_timeout_us
-        budgets = []
-        if timeout > 0 and policy.timeout_action is TimeoutAction.REJECT:
-            budgets.append((timeout * 1000, "queue timeout"))
-        if expires_ns:
-            budgets.append((expires_ns - time.monotonic_ns(), "deadline"))
-        if not budgets:
-            return
-        budget_ns, what = min(budgets)
-        wait_ns = self.predicted_wait_ns(rows, priority)
-        if wait_ns > budget_ns:
-            raise Overloaded(
-                f"model {self.model!r} would answer this request in about {wait_ns / 1e6:.0f} ms "
-                f"({self.queued} requests queued ahead), past its {max(0, budget_ns) / 1e6:.0f} ms {what}; "
-                "refused early"
-            )
 
     async def drain(self) -> None:
         """Stop accepting; return when every accepted request has finished."""
@@ -240,36 +198,12 @@ class Batcher:
     # -- batching -------------------------------------------------------------------------------------
 
     def _plan(self, now_ns: int) -> tuple[list[QueuedRequest], int]:
-        """The batch to run now, or ``([], wake_at_ns)``."""
-        items: list[QueuedRequest] = []
-        cuts: list[int] = []
-        total, blocked = 0, False
-        for it in self._queue:
-            if not self._batching and items:
-                blocked = True
-                break
-            if items and (it.signature != items[0].signature or total + it.rows > self._max_rows):
-                blocked = True
-                break
-            items.append(it)
-            total += it.rows
-            cuts.append(total)
-            if total >= self._fire_rows:
-                break
-        if not self._batching:
-            return items, 0
-        due = self._queue.oldest_ns() + self._delay_ns
-        for it in items:  # never wait so long that a request misses its SLO deadline: keep twice the
-            if it.deadline_ns:  # recent batch compute time and a tenth of its SLO in hand
-                slack = 2 * self._compute_ns + (it.deadline_ns - it.enqueued_ns) // 10
-                due = min(due, it.deadline_ns - slack)
-        if not (blocked or total >= self._fire_rows or now_ns >= due or not self._accepting):
-            return [], due
-        n = len(cuts)
-        if self._preferred and total not in self._preferred and total < self._max_rows:
-            fitting = [i + 1 for i, c in enumerate(cuts) if c in self._preferred]
-            n = fitting[-1] if fitting else n
-        return items[:n], 0
+        """The batch to run now, or ``([], wake_at_ns)`` (``formation.batches`` decides; draining, an
+        incomplete batch does not wait)."""
+        batch = next(batches(self._queue, self._rules, self._compute_ns))
+        if batch.fire_ns > now_ns and self._accepting:
+            return [], batch.fire_ns
+        return list(batch.items), 0
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -33,11 +33,16 @@ class BatchLayout:
 
 def signature(config: ModelConfig, feeds: Feeds) -> Signature:
     """Requests with equal signatures can share a batch: the shapes of everything that is not padded."""
+    return shape_signature(config, {name: array.shape for name, array in feeds.items()})
+
+
+def shape_signature(config: ModelConfig, shapes: Mapping[str, tuple[int, ...]]) -> Signature:
+    """``signature`` from the inputs' shapes alone (batch dimension included, as in a request)."""
     batched = 1 if config.max_batch_size > 0 else 0
     pad = config.pad_inputs
     sig: list[tuple[str, tuple[int, ...]]] = []
-    for name in sorted(feeds):
-        shape = feeds[name].shape[batched:]
+    for name in sorted(shapes):
+        shape = tuple(shapes[name][batched:])
         if name in pad:
             var = set(config.input(name).variable_axes)
             shape = tuple(-1 if i in var else d for i, d in enumerate(shape))

@@ -131,11 +131,6 @@ class RequestQueue:
             level = self._levels[item.level]
             (level.delayed if item.delayed else level.normal).remove(item)
 
-    def oldest_ns(self) -> int:
-        return min(
-            q[0].enqueued_ns for level in self._levels.values() for q in (level.normal, level.delayed) if q
-        )
-
     def _expire(self, item: QueuedRequest, timeout_us: int) -> None:
         item.timer = None
         if item.future.done() or not item.queued:

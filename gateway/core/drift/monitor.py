@@ -171,9 +171,6 @@ class DriftMonitor:
             )  # fmt: skip
             self.observer.demotion(logical, model, False)
 
-    def snapshot(self) -> list[VariantDrift]:
-        return [self._snapshot(key, stats) for key, stats in sorted(self._stats.items())]
-
     def _snapshot(self, key: tuple[str, str, str], stats: _Stats) -> VariantDrift:
         mean, lower, upper = bounds(stats.values, stats.classifier, self.config.z)
         logical, model, version = key

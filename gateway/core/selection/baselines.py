@@ -15,9 +15,10 @@ import math
 import time
 from collections.abc import Sequence
 
-from gateway.core.batching.formation import Shape
+from gateway.core.batching.formation import Rules
 from gateway.core.errors import ModelNotReady
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
+from gateway.core.selection.latency_model import NEVER
 from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
 from gateway.core.selection.variants import loss_of, ranked
 from gateway.core.telemetry.observer import Outcome, RequestEvent
@@ -54,57 +55,57 @@ class InfaasPolicy:
     def __init__(self, blacklist_s: float = 2.0, observer: PolicyObserver | None = None) -> None:
         if blacklist_s < 0:
             raise ValueError(f"blacklist_s must be >= 0, got {blacklist_s}")
-        self.blacklist_s = blacklist_s
+        self._blacklist_ns = round(blacklist_s * 1e9)
         self._observer = observer or NullPolicyObserver()
-        self._until: dict[str, float] = {}  # model -> blacklisted until (time.monotonic())
+        self._until: dict[str, int] = {}  # model -> blacklisted until (time.monotonic_ns())
         self._fallback = MostAccuratePolicy()
 
     def choose(
         self, logical_model: str, candidates: Sequence[Candidate], context: PolicyContext
     ) -> Candidate:
-        terms, now = context.terms, context.now_s
+        terms, now = context.terms, context.now_ns
         pool = [c for c in candidates if terms.max_loss is None or loss_of(c) <= terms.max_loss]
         pool = pool or list(candidates)
-        if terms.slo_s is None:
+        if terms.slo_ns is None:
             return self._picked(logical_model, self._fallback.choose(logical_model, pool, context), "no_slo")
-        profiled = [(c, _profiled_s(c, context.rows)) for c in ranked(pool, gate_first=True)]
+        profiled = [(c, _profiled_ns(c, context.rows)) for c in ranked(pool, gate_first=True)]
         for c, _ in profiled:
-            if c.queue is not None and _queued_s(c) > terms.slo_s:
-                self._until[c.model_name] = now + self.blacklist_s
+            if c.queue is not None and _queued_ns(c) > terms.slo_ns:
+                self._until[c.model_name] = now + self._blacklist_ns
         fits = [
             (latency, c)
             for c, latency in profiled
-            if latency <= terms.slo_s and self._until.get(c.model_name, -math.inf) <= now
+            if latency <= terms.slo_ns and self._until.get(c.model_name, NEVER) <= now
         ]
         if fits:
             return self._picked(logical_model, max(fits, key=lambda f: f[0])[1], "infaas_fit")
-        open_ = [(lat, c) for c, lat in profiled if self._until.get(c.model_name, -math.inf) <= now]
+        open_ = [(lat, c) for c, lat in profiled if self._until.get(c.model_name, NEVER) <= now]
         fastest = min(open_ or [(lat, c) for c, lat in profiled], key=lambda f: f[0])[1]
         return self._picked(logical_model, fastest, "infaas_fastest")
 
     def observe(self, event: RequestEvent) -> None:
         late = event.outcome is Outcome.SUCCESS and event.slo_s > 0 and event.request_s > event.slo_s
         if late:
-            self._until[event.model] = time.monotonic() + self.blacklist_s
+            self._until[event.model] = time.monotonic_ns() + self._blacklist_ns
 
     def _picked(self, logical: str, c: Candidate, reason: str) -> Candidate:
         self._observer.selection(logical, c.model_name, reason)
         return c
 
 
-def _profiled_s(c: Candidate, rows: int) -> float:
+def _profiled_ns(c: Candidate, rows: int) -> float:
     """The card's p99 at ``rows`` (a variant without a profile counts as infinitely slow)."""
     if c.card is None or not c.card.profile:
         return math.inf
-    return c.card.latency_ms(rows, "p99_ms") / 1000.0
+    return c.card.latency_ms(rows, "p99_ms") * 1e6
 
 
-def _queued_s(c: Candidate) -> float:
-    """The queued work at profiled speed, in the batches the variant would form."""
+def _queued_ns(c: Candidate) -> float:
+    """The queued work at profiled speed, in batches of the variant's largest size (INFaaS' estimate)."""
     assert c.queue is not None
-    shape = Shape.of(c.config)
-    rows = sum(r for r, _ in c.queue.backlog()) + sum(r for r, _ in c.queue.running())
+    rules = Rules.of(c.config)
+    rows = sum(it.rows for it in c.queue.backlog()) + sum(r for r, _ in c.queue.running())
     if rows == 0:
         return 0.0
-    batches = math.ceil(rows / shape.fire_rows)
-    return batches * _profiled_s(c, min(rows, shape.fire_rows)) / shape.slots
+    batches = math.ceil(rows / rules.fire_rows)
+    return batches * _profiled_ns(c, min(rows, rules.fire_rows)) / rules.slots

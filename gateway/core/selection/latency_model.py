@@ -8,6 +8,7 @@ window stands in; while the variant has few samples, the factor is the largest o
 last settled p99 factor (for one window age after it settled) and of 1 (the profile itself): conservative
 until there is evidence, and never stuck on old evidence (a variant without traffic returns to its
 profile). A variant without a profile uses 1 ms per row as its shape, so its factor is simply learnt.
+Times are ``time.monotonic_ns()``, durations nanoseconds.
 """
 
 from __future__ import annotations
@@ -18,26 +19,27 @@ from dataclasses import dataclass, field
 
 from varigate.contract.card import VariantCard
 
-FALLBACK_S_PER_ROW = 0.001
+FALLBACK_NS_PER_ROW = 1_000_000
+NEVER = -(2**62)  # a time point before any
 
 
 class Window:
-    """The values of the last ``size`` samples no older than ``max_age_s``; quantiles cached until the
+    """The values of the last ``size`` samples no older than ``max_age_ns``; quantiles cached until the
     window changes."""
 
-    def __init__(self, size: int, max_age_s: float) -> None:
-        if size < 1 or max_age_s <= 0:
-            raise ValueError(f"window size must be >= 1 and max_age_s > 0, got {size}, {max_age_s}")
-        self._samples: deque[tuple[float, float]] = deque(maxlen=size)
-        self._max_age_s = max_age_s
+    def __init__(self, size: int, max_age_ns: int) -> None:
+        if size < 1 or max_age_ns <= 0:
+            raise ValueError(f"window size must be >= 1 and max_age_ns > 0, got {size}, {max_age_ns}")
+        self._samples: deque[tuple[int, float]] = deque(maxlen=size)
+        self._max_age_ns = max_age_ns
         self._sorted: list[float] | None = None
 
-    def add(self, now_s: float, value: float) -> None:
-        self._samples.append((now_s, value))
+    def add(self, now_ns: int, value: float) -> None:
+        self._samples.append((now_ns, value))
         self._sorted = None
 
-    def prune(self, now_s: float) -> None:
-        while self._samples and now_s - self._samples[0][0] > self._max_age_s:
+    def prune(self, now_ns: int) -> None:
+        while self._samples and now_ns - self._samples[0][0] > self._max_age_ns:
             self._samples.popleft()
             self._sorted = None
 
@@ -63,7 +65,7 @@ class _Variant:
     overall: Window
     classes: dict[int, Window] = field(default_factory=dict)
     settled: float = 1.0  # the last factor computed from enough samples
-    settled_s: float = -math.inf  # when
+    settled_ns: int = NEVER  # when
 
 
 class LatencyModel:
@@ -72,66 +74,59 @@ class LatencyModel:
         *,
         window: int = 256,
         min_samples: int = 16,
-        max_age_s: float = 15.0,
+        max_age_ns: int = 15 * 10**9,
         quantile: float = 0.99,
     ) -> None:
         if min_samples < 1 or not 0 < quantile <= 1:
             raise ValueError(f"min_samples must be >= 1 and 0 < quantile <= 1, got {min_samples}, {quantile}")
-        self._size, self._min, self._age, self._q = window, min_samples, max_age_s, quantile
+        self._size, self._min, self._age, self._q = window, min_samples, max_age_ns, quantile
         self._variants: dict[str, _Variant] = {}
         self._cards: dict[str, VariantCard | None] = {}
 
     def know(self, model: str, card: VariantCard | None) -> None:
-        """Use ``card``'s profile as the shape of ``model``'s latency (before ``record`` or ``predict_s``)."""
+        """Use ``card``'s profile as the shape of ``model``'s latency (before ``record``, ``predict_ns``)."""
         self._cards[model] = card
 
-    def profiled_s(self, model: str, rows: int) -> float:
+    def profiled_ns(self, model: str, rows: int) -> float:
         card = self._cards.get(model)
         if card is not None and card.profile:
-            return card.latency_ms(max(1, rows), "p99_ms") / 1000.0
-        return FALLBACK_S_PER_ROW * max(1, rows)
+            return card.latency_ms(max(1, rows), "p99_ms") * 1e6
+        return float(FALLBACK_NS_PER_ROW * max(1, rows))
 
-    def factor(self, model: str, rows: int, now_s: float, quantile: float | None = None) -> float:
+    def factor(self, model: str, rows: int, now_ns: int, quantile: float | None = None) -> float:
         """measured / profiled at ``quantile`` (default: the model's, p99); ``0.5`` gives the typical one."""
         q = self._q if quantile is None else quantile
         v = self._variants.get(model)
         if v is None:
             return 1.0
-        v.overall.prune(now_s)
+        v.overall.prune(now_ns)
         enough = len(v.overall) >= self._min
         if enough:
-            v.settled, v.settled_s = v.overall.quantile(self._q), now_s
+            v.settled, v.settled_ns = v.overall.quantile(self._q), now_ns
         cls = v.classes.get(size_class(rows))
         if cls is not None:
-            cls.prune(now_s)
+            cls.prune(now_ns)
             if len(cls) >= self._min:
                 return cls.quantile(q)
         if enough:
             return v.overall.quantile(q)
         worst = v.overall.quantile(1.0) if len(v.overall) else 1.0
-        recent = v.settled if now_s - v.settled_s <= self._age else 1.0
+        recent = v.settled if now_ns - v.settled_ns <= self._age else 1.0
         return max(1.0, recent, worst)
 
-    def predict_s(self, model: str, rows: int, now_s: float, quantile: float | None = None) -> float:
-        return self.profiled_s(model, rows) * self.factor(model, rows, now_s, quantile)
+    def predict_ns(self, model: str, rows: int, now_ns: int, quantile: float | None = None) -> int:
+        return round(self.profiled_ns(model, rows) * self.factor(model, rows, now_ns, quantile))
 
-    def record(self, model: str, rows: int, measured_s: float, now_s: float) -> None:
-        ratio = measured_s / self.profiled_s(model, rows)
+    def record(self, model: str, rows: int, measured_ns: int, now_ns: int) -> None:
+        ratio = measured_ns / self.profiled_ns(model, rows)
         v = self._variants.get(model)
         if v is None:
             v = self._variants[model] = _Variant(Window(self._size, self._age))
-        v.overall.add(now_s, ratio)
+        v.overall.add(now_ns, ratio)
         cls = v.classes.get(size_class(rows))
         if cls is None:
             cls = v.classes[size_class(rows)] = Window(self._size, self._age)
-        cls.add(now_s, ratio)
-
-    def samples(self, model: str, now_s: float) -> int:
-        v = self._variants.get(model)
-        if v is None:
-            return 0
-        v.overall.prune(now_s)
-        return len(v.overall)
+        cls.add(now_ns, ratio)
 
     def forget(self, model: str) -> None:
         """Drop what was learnt about ``model`` (it was reloaded: new files, new speed)."""

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from gateway.core.batching.formation import Queued
 from gateway.core.config import ModelConfig
 from gateway.core.errors import ModelNotReady
 from gateway.core.selection.slo import NO_TERMS, SloTerms
-from gateway.core.telemetry.observer import BatchEvent, Observer, RequestEvent
+from gateway.core.telemetry.observer import BatchEvent, NullObserver, RequestEvent
 from gateway.core.types import InferRequest
 from varigate.contract.card import VariantCard
 from varigate.contract.variants import REFERENCE_VARIANT
@@ -25,12 +26,17 @@ from varigate.contract.variants import REFERENCE_VARIANT
 class QueueView(Protocol):
     """What a policy may read of a variant's batcher (``gateway.core.batching.batcher.Batcher`` is one)."""
 
-    def backlog(self) -> tuple[tuple[int, int], ...]:
-        """``(rows, deadline_ns)`` of every queued request, in the order batches take them (0 = none)."""
+    def backlog(self) -> Sequence[Queued]:
+        """Every queued request (rows, signature, SLO deadline, when queued), in the order batches take
+        them."""
         ...
 
-    def running(self) -> tuple[tuple[int, int], ...]:
+    def running(self) -> Sequence[tuple[int, int]]:
         """``(rows, started_ns)`` of every batch executing now (``time.monotonic_ns()``)."""
+        ...
+
+    def recent_compute_ns(self) -> int:
+        """The batcher's recent batch compute time (0 until a batch has run): when batches fire early."""
         ...
 
 
@@ -52,7 +58,7 @@ class Candidate:
 class PolicyContext:
     request: InferRequest
     rows: int  # batch elements the request carries
-    now_s: float  # time.monotonic() when the request arrived
+    now_ns: int  # time.monotonic_ns() when the request arrived
     terms: SloTerms = NO_TERMS  # SLO, accuracy floor, client deadline
     seq: int = 0  # the service's number for the request; its ``RequestEvent`` carries the same
     avoided: frozenset[str] = frozenset()  # READY variants left out of the candidates as unhealthy
@@ -77,25 +83,20 @@ class BatchAware(Protocol):
     def observe_batch(self, event: BatchEvent) -> None: ...
 
 
-class PolicyFeed:
-    """The observer the batchers report to when the policy is ``BatchAware``: forwards everything to
-    ``inner`` and every executed batch to the policy as well."""
+class PolicyListener(NullObserver):
+    """The policy's place on the core's ``Fanout``: every finished request goes to ``observe``, and every
+    executed batch to ``observe_batch`` when the policy is ``BatchAware``."""
 
-    def __init__(self, inner: Observer, policy: BatchAware) -> None:
-        self._inner, self._policy = inner, policy
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._batches = policy if isinstance(policy, BatchAware) else None
 
     def request_done(self, event: RequestEvent) -> None:
-        self._inner.request_done(event)
+        self._policy.observe(event)
 
     def batch_done(self, event: BatchEvent) -> None:
-        self._inner.batch_done(event)
-        self._policy.observe_batch(event)
-
-    def queue_changed(self, logical_model: str, model: str, version: str, queued: int, inflight: int) -> None:
-        self._inner.queue_changed(logical_model, model, version, queued, inflight)
-
-    def model_state(self, model: str, version: str, ready: bool) -> None:
-        self._inner.model_state(model, version, ready)
+        if self._batches is not None:
+            self._batches.observe_batch(event)
 
 
 def accuracy_score(candidate: Candidate) -> float:

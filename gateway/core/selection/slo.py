@@ -26,12 +26,14 @@ from varigate.contract.keys import MAX_LOSS_PARAMETER, PARAM_DEFAULT_SLO, SLO_PA
 
 @dataclass(frozen=True, slots=True)
 class SloTerms:
-    slo_s: float | None = None  # None: the request has no SLO
+    slo_ns: int | None = None  # None: the request has no SLO
     max_loss: float | None = None  # None: any variant's accuracy will do
-    client_deadline_s: float | None = None  # time.monotonic() when the client stops waiting
+    client_deadline_ns: int | None = None  # time.monotonic_ns() when the client stops waiting
 
-    def deadline_s(self, arrival_s: float) -> float | None:
-        return None if self.slo_s is None else arrival_s + self.slo_s
+    @property
+    def slo_s(self) -> float | None:
+        """The SLO in seconds, for events and metrics (the edge)."""
+        return None if self.slo_ns is None else self.slo_ns / 1e9
 
 
 NO_TERMS = SloTerms()
@@ -82,7 +84,8 @@ def request_terms(
     default_ms: int | None = None,
     client_deadline_s: float | None = None,
 ) -> SloTerms:
-    """The terms of a request to ``model``; ``InvalidInput`` names a bad parameter."""
+    """The terms of a request to ``model``; ``InvalidInput`` names a bad parameter. ``client_deadline_s``
+    is ``time.monotonic()`` when the client stops waiting (``InferRequest.deadline_s``)."""
     given = parameters.get(SLO_PARAMETER)
     slo_ms: float | None = float(default_ms) if default_ms is not None else None
     if given is not None:
@@ -95,7 +98,9 @@ def request_terms(
                 f"between 0 and 1, got {max_loss!r}"
             )
         max_loss = float(max_loss)
-    return SloTerms(None if slo_ms is None else slo_ms / 1000.0, max_loss, client_deadline_s)
+    slo_ns = None if slo_ms is None else round(slo_ms * 1e6)
+    client_deadline_ns = None if client_deadline_s is None else round(client_deadline_s * 1e9)
+    return SloTerms(slo_ns, max_loss, client_deadline_ns)
 
 
 # -- the SLO policy's settings (``gateway.core.selection.slo_policy``) -------------------------------------

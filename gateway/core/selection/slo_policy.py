@@ -6,8 +6,8 @@ current load, inside an accuracy budget, without flapping.
   left out and reported), and within the request's ``max_accuracy_loss``. Ordered by accuracy.
 - **Feasible**: the variant's queue, run in the batches its batcher would form at the latencies the
   ``LatencyModel`` predicts, ends the request's batch by its deadline minus a safety margin (a fraction of
-  the SLO plus a fixed part), counting the gateway's own measured overhead
-  (``gateway.core.batching.formation``).
+  the SLO plus a fixed part), counting the gateway's own measured overhead. The batches are those of
+  ``gateway.core.batching.formation``, the function the batcher itself forms them with.
 - **Ceiling and hysteresis**: the policy keeps a ceiling per logical model and picks the most accurate
   feasible variant at or below it. When the ceiling is infeasible it steps down at once to what was picked.
   It steps up one variant only after the arrival rate has stayed below ``1 - headroom`` of the upper
@@ -21,22 +21,25 @@ current load, inside an accuracy budget, without flapping.
   ``reject`` refuses with ``Overloaded`` a request that could not be in time even alone on an idle variant,
   ``shed`` also one that the queues make late everywhere; a request the client's own deadline cannot wait
   for gets ``DeadlineExceeded``.
+
+Times inside are ``time.monotonic_ns()``, durations nanoseconds; ``SloConfig`` (settings) is in seconds and
+milliseconds, the observer's predictions in seconds.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.batching.formation import Latency, Plan, Shape, capacity, plan
+from gateway.core.batching.formation import Rules, capacity
 from gateway.core.drift.monitor import DriftMonitor
 from gateway.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
-from gateway.core.selection.latency_model import LatencyModel, Window
+from gateway.core.selection.feasibility import Feasibility, first_feasible, predictor
+from gateway.core.selection.latency_model import NEVER, LatencyModel, Window
 from gateway.core.selection.policy import Candidate, PolicyContext
 from gateway.core.selection.slo import Infeasible, Reason, SloConfig
 from gateway.core.selection.variants import dominated_variants, loss_of, ranked
@@ -44,6 +47,7 @@ from gateway.core.telemetry.observer import BatchEvent, Outcome, RequestEvent
 from varigate.contract.variants import REFERENCE_VARIANT
 
 log = logging.getLogger(__name__)
+S = 1_000_000_000  # nanoseconds per second
 
 
 @dataclass(slots=True)
@@ -52,14 +56,14 @@ class _Model:
     order: list[str]  # eligible variants, most accurate first
     loss: dict[str, float]
     ceiling: str
-    overhead: Window
-    switched_s: float = -math.inf
-    headroom_since_s: float | None = None
+    overhead: Window  # the gateway's own time per request (ns): request - queue - compute
+    switched_ns: int = NEVER
+    headroom_since_ns: int | None = None
     loss_ewma: float = 0.0  # of routed requests' card loss, started at 0 (``SloPolicy._mean`` corrects it)
     routed: int = 0
-    arrivals: deque[tuple[float, int]] = field(default_factory=deque)
-    mix: deque[tuple[float, str]] = field(default_factory=deque)
-    mix_reported_s: float = -math.inf
+    arrivals: deque[tuple[int, int]] = field(default_factory=deque)  # (ns, rows)
+    mix: deque[tuple[int, str]] = field(default_factory=deque)
+    mix_reported_ns: int = NEVER
 
 
 class SloPolicy:
@@ -71,13 +75,15 @@ class SloPolicy:
         drift: DriftMonitor | None = None,
         observer: PolicyObserver | None = None,
     ) -> None:
-        self.config = config or SloConfig()
+        self.config = cfg = config or SloConfig()
         self.latency = latency or LatencyModel()
         self._drift = drift
         self._observer = observer or NullPolicyObserver()
+        self._step_up_ns, self._dwell_ns = round(cfg.step_up_after_s * S), round(cfg.min_dwell_s * S)
+        self._rate_window_ns, self._mix_window_ns = round(cfg.rate_window_s * S), round(cfg.mix_window_s * S)
         self._models: dict[str, _Model] = {}
         self._known: set[str] = set()  # variants whose card the latency model has
-        self._pending: dict[int, tuple[str, str, float]] = {}  # seq -> (logical, model, predicted_s)
+        self._pending: dict[int, tuple[str, str, int]] = {}  # seq -> (logical, model, predicted_ns)
         self._reported: dict[tuple[str, str], str] = {}  # (logical, dominated model) -> by
 
     # -- Policy -----------------------------------------------------------------------------------------
@@ -87,73 +93,48 @@ class SloPolicy:
     ) -> Candidate:
         if not candidates:
             raise ModelNotReady(f"no variant of model {logical_model!r} is ready")
-        cfg, terms, now = self.config, context.terms, context.now_s
+        terms, now = context.terms, context.now_ns
         m = self._model(logical_model, candidates)
         m.arrivals.append((now, context.rows))
-        while now - m.arrivals[0][0] > cfg.rate_window_s:
+        while now - m.arrivals[0][0] > self._rate_window_ns:
             m.arrivals.popleft()
-        if terms.client_deadline_s is not None and now >= terms.client_deadline_s:
+        if terms.client_deadline_ns is not None and now >= terms.client_deadline_ns:
             self._observer.rejection(logical_model, "deadline")
             raise DeadlineExceeded(f"request for model {logical_model!r} arrived after the client's deadline")
         usable = self._usable(m, candidates, terms.max_loss)
-        if terms.slo_s is None:
+        if terms.slo_ns is None:
             return self._pick(m, logical_model, usable[0], Reason.NO_SLO, context, None)
-        deadline = now + terms.slo_s
-        if terms.client_deadline_s is not None:
-            deadline = min(deadline, terms.client_deadline_s)
-        margin = terms.slo_s * cfg.margin_fraction + cfg.margin_ms / 1000
-        overhead = m.overhead.quantile(0.95) if len(m.overhead) else 0.0
-        within = [c for c in usable if m.loss[c.model_name] <= cfg.accuracy_budget] or usable
-        aggressive = [c for c in usable if c not in within and self._admits(m, c)]
+        overhead = round(m.overhead.quantile(0.95)) if len(m.overhead) else 0
+        f = Feasibility(self.latency, self.config, context, overhead)
+        within = [c for c in usable if m.loss[c.model_name] <= self.config.accuracy_budget] or usable
         names = [c.model_name for c in within]
+        aggressive = [c for c in usable if c.model_name not in names and self._admits(m, c)]
         ci = names.index(m.ceiling) if m.ceiling in names else 0
-        ci = self._step_up(m, logical_model, within, ci, terms.slo_s - margin - overhead, now)
-        plans: dict[str, Plan] = {}
-
-        def slack(c: Candidate) -> float:
-            if c.model_name not in plans:
-                tail, typical = self._predictor(c, now), self._predictor(c, now, 0.5)
-                plans[c.model_name] = plan(
-                    Shape.of(c.config), c.queue, context.rows, deadline, now, tail, typical
-                )
-            return plans[c.model_name].slack_s(overhead, margin)
-
-        chosen, reason = None, Reason.SLO
-        for i, c in enumerate(within[ci:]):
-            if slack(c) >= 0:
-                chosen, reason = c, (Reason.SLO if i == 0 else Reason.STEP_DOWN)
-                break
-        if chosen is None:  # a more accurate variant above the ceiling with room to spare (the ceiling stays)
-            chosen = next((c for c in within[:ci] if slack(c) >= 0), None)
-            reason = Reason.OVERFLOW
-        if chosen is None:
-            chosen = next((c for c in aggressive if slack(c) >= 0), None)
-            reason = Reason.AGGRESSIVE
+        ci = self._step_up(m, logical_model, within, ci, terms.slo_ns - f.margin_ns - overhead, now)
+        chosen, reason = first_feasible(f, within, ci, aggressive)
         if chosen is None:  # late everywhere: the earliest answer (instances of other variants may be idle)
-            pool = within + aggressive
-            for c in pool:
-                slack(c)
-            chosen, reason = min(pool, key=lambda c: plans[c.model_name].finish_s), Reason.FASTEST
-            self._refuse(logical_model, terms.slo_s, margin, terms.client_deadline_s, now, overhead, plans)
+            chosen = min(within + aggressive, key=lambda c: f.plan(c).finish_ns)
+            self._refuse(logical_model, f)
         index = names.index(chosen.model_name) if chosen.model_name in names else len(names) - 1
         if index > ci:
             self._switch(m, logical_model, names[ci], names[index], "down", now)
-        predicted = plans[chosen.model_name].finish_s - now + overhead
-        return self._pick(m, logical_model, chosen, reason, context, predicted)
+        predicted_ns = f.plan(chosen).finish_ns - now + overhead
+        return self._pick(m, logical_model, chosen, reason, context, predicted_ns)
 
     def observe(self, event: RequestEvent) -> None:
         pending = self._pending.pop(event.seq, None) if event.seq else None
         if event.outcome is not Outcome.SUCCESS:
             return
         if pending is not None:
-            self._observer.prediction(pending[0], pending[1], pending[2], event.request_s)
+            self._observer.prediction(pending[0], pending[1], pending[2] / S, event.request_s)
         m = self._models.get(event.logical_model)
         if m is not None:
-            m.overhead.add(time.monotonic(), max(0.0, event.request_s - event.queue_s - event.compute_s))
+            own_s = max(0.0, event.request_s - event.queue_s - event.compute_s)
+            m.overhead.add(time.monotonic_ns(), own_s * S)
 
     def observe_batch(self, event: BatchEvent) -> None:
         if event.ok and event.model in self._known:
-            self.latency.record(event.model, event.rows, event.compute_s, time.monotonic())
+            self.latency.record(event.model, event.rows, round(event.compute_s * S), time.monotonic_ns())
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -175,10 +156,11 @@ class SloPolicy:
         self._report_dominated(logical, beaten)
         order = [c.model_name for c in ranked(healthy) if c.model_name not in beaten]
         ceiling = m.ceiling if m is not None and m.ceiling in order else (order[0] if order else "")
-        fresh = _Model(key, order, {c.model_name: loss_of(c) for c in candidates}, ceiling, Window(256, 15.0))
+        loss = {c.model_name: loss_of(c) for c in candidates}
+        fresh = _Model(key, order, loss, ceiling, Window(256, 15 * S))
         if m is not None:
-            fresh.switched_s, fresh.loss_ewma, fresh.routed, fresh.arrivals, fresh.mix = (
-                m.switched_s, m.loss_ewma, m.routed, m.arrivals, m.mix
+            fresh.switched_ns, fresh.loss_ewma, fresh.routed, fresh.arrivals, fresh.mix = (
+                m.switched_ns, m.loss_ewma, m.routed, m.arrivals, m.mix
             )  # fmt: skip
             fresh.overhead = m.overhead
         self._models[logical] = fresh
@@ -223,61 +205,51 @@ class SloPolicy:
         the exponentially weighted one over the last ``budget_window`` requests later."""
         return ewma / (1 - (1 - 1 / self.config.budget_window) ** n) if n else 0.0
 
-    def _predictor(self, c: Candidate, now: float, quantile: float | None = None) -> Latency:
-        return lambda rows: self.latency.predict_s(c.model_name, rows, now, quantile)
-
     def _step_up(
-        self, m: _Model, logical: str, within: list[Candidate], ci: int, budget_s: float, now: float
+        self, m: _Model, logical: str, within: list[Candidate], ci: int, budget_ns: int, now_ns: int
     ) -> int:
-        cfg = self.config
         if ci == 0:
-            m.headroom_since_s = None
+            m.headroom_since_ns = None
             return 0
         upper = within[ci - 1]
-        rate = sum(rows for _, rows in m.arrivals) / cfg.rate_window_s
-        tail, typical = self._predictor(upper, now), self._predictor(upper, now, 0.5)
-        room = capacity(Shape.of(upper.config), tail, budget_s, typical) * (1 - cfg.headroom)
+        rate = sum(rows for _, rows in m.arrivals) / self.config.rate_window_s  # rows per second
+        tail, typical = predictor(self.latency, upper, now_ns), predictor(self.latency, upper, now_ns, 0.5)
+        room = capacity(Rules.of(upper.config), tail, budget_ns, typical) * (1 - self.config.headroom)
         if rate > room:
-            m.headroom_since_s = None
+            m.headroom_since_ns = None
             return ci
-        if m.headroom_since_s is None:
-            m.headroom_since_s = now
-        if now - m.headroom_since_s >= cfg.step_up_after_s and now - m.switched_s >= cfg.min_dwell_s:
-            self._switch(m, logical, within[ci].model_name, upper.model_name, "up", now)
+        if m.headroom_since_ns is None:
+            m.headroom_since_ns = now_ns
+        if now_ns - m.headroom_since_ns >= self._step_up_ns and now_ns - m.switched_ns >= self._dwell_ns:
+            self._switch(m, logical, within[ci].model_name, upper.model_name, "up", now_ns)
             return ci - 1
         return ci
 
-    def _switch(self, m: _Model, logical: str, old: str, new: str, direction: str, now: float) -> None:
-        m.ceiling, m.switched_s, m.headroom_since_s = new, now, None
+    def _switch(self, m: _Model, logical: str, old: str, new: str, direction: str, now_ns: int) -> None:
+        m.ceiling, m.switched_ns, m.headroom_since_ns = new, now_ns, None
         self._observer.switch(logical, old, new, direction)
 
-    def _refuse(
-        self,
-        logical: str,
-        slo_s: float,
-        margin_s: float,
-        client_deadline_s: float | None,
-        now: float,
-        overhead: float,
-        plans: dict[str, Plan],
-    ) -> None:
+    def _refuse(self, logical: str, f: Feasibility) -> None:
         """Nothing is feasible with the safety margin: reject early where the configuration (or the client's
         deadline) says so. Refusals ignore the margin: only a request predicted late outright is refused."""
-        alone = min(p.alone_s for p in plans.values()) + overhead
-        if client_deadline_s is not None and now + alone > client_deadline_s:
+        plans, now, overhead, client = f.plans.values(), f.now_ns, f.overhead_ns, f.client_deadline_ns
+        alone = min(p.alone_ns for p in plans) + overhead
+        if client is not None and now + alone > client:
             self._observer.rejection(logical, "deadline")
             raise DeadlineExceeded(
                 f"model {logical!r} cannot answer within the client's deadline: the fastest variant "
-                f"needs {alone * 1000:.1f} ms, {max(0.0, client_deadline_s - now) * 1000:.1f} ms are left"
+                f"needs {alone / 1e6:.1f} ms, {max(0, client - now) / 1e6:.1f} ms are left"
             )
         action = self.config.infeasible
-        late_everywhere = all(p.finish_s + overhead > p.deadline_s for p in plans.values())
-        if (action is Infeasible.SHED and late_everywhere) or (action is Infeasible.REJECT and alone > slo_s):
+        late_everywhere = all(p.finish_ns + overhead > p.deadline_ns for p in plans)
+        if (action is Infeasible.SHED and late_everywhere) or (
+            action is Infeasible.REJECT and alone > f.slo_ns
+        ):
             self._observer.rejection(logical, "overloaded")
-            late = min(p.finish_s - now for p in plans.values()) + overhead
+            late = min(p.finish_ns - now for p in plans) + overhead
             raise Overloaded(
-                f"model {logical!r} cannot meet the request's SLO of {slo_s * 1000:g} ms on any variant: "
-                f"the earliest predicted answer is in {late * 1000:.1f} ms (margin {margin_s * 1000:.1f} ms)"
+                f"model {logical!r} cannot meet the request's SLO of {f.slo_ns / 1e6:g} ms on any variant: "
+                f"the earliest predicted answer is in {late / 1e6:.1f} ms (margin {f.margin_ns / 1e6:.1f} ms)"
             )
 
     def _pick(
@@ -287,21 +259,21 @@ class SloPolicy:
         chosen: Candidate,
         reason: Reason,
         context: PolicyContext,
-        predicted_s: float | None,
+        predicted_ns: int | None,
     ) -> Candidate:
-        now = context.now_s
+        now = context.now_ns
         m.loss_ewma += (m.loss[chosen.model_name] - m.loss_ewma) / self.config.budget_window
         m.routed += 1
         self._observer.selection(logical, chosen.model_name, reason.value)
-        if predicted_s is not None and context.seq:
-            self._pending[context.seq] = (logical, chosen.model_name, predicted_s)
+        if predicted_ns is not None and context.seq:
+            self._pending[context.seq] = (logical, chosen.model_name, predicted_ns)
             if len(self._pending) > 100_000:  # events of requests that never finished
                 self._pending.pop(next(iter(self._pending)))
         m.mix.append((now, chosen.model_name))
-        while m.mix and now - m.mix[0][0] > self.config.mix_window_s:
+        while m.mix and now - m.mix[0][0] > self._mix_window_ns:
             m.mix.popleft()
-        if now - m.mix_reported_s >= 0.5:
-            m.mix_reported_s = now
+        if now - m.mix_reported_ns >= S // 2:
+            m.mix_reported_ns = now
             shares = {name: 0.0 for name in m.order}
             for _, name in m.mix:
                 shares[name] = shares.get(name, 0.0) + 1 / len(m.mix)

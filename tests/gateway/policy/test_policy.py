@@ -17,7 +17,7 @@ from tests.fixtures.tinyrepo import tiny_card
 from tests.gateway.conftest import serving, tiny_request
 
 CONFIG = ModelConfig(name="m", platform="onnxruntime_onnx", max_batch_size=8, inputs=(), outputs=())
-CONTEXT = PolicyContext(InferRequest("m", []), rows=1, now_s=0.0)
+CONTEXT = PolicyContext(InferRequest("m", []), rows=1, now_ns=0)
 
 
 def candidate(

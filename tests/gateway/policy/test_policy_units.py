@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from gateway.core.batching.formation import Shape, capacity, plan
+from gateway.core.batching.formation import Item, Rules, capacity, plan
 from gateway.core.config import DynamicBatching, ModelConfig
 from gateway.core.drift.monitor import DriftConfig, DriftMonitor, agreement, bounds
 from gateway.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
@@ -40,17 +40,27 @@ BATCHING = ModelConfig(
 )
 
 
+S, MS = 1_000_000_000, 1_000_000  # nanoseconds
+
+
+def ns(t_s: float) -> int:
+    return round(t_s * S)
+
+
 class Queue:
     """A batcher's state as a policy reads it (``QueueView``), frozen at one instant."""
 
-    def __init__(self, backlog: tuple[tuple[int, int], ...] = (), running: tuple[tuple[int, int], ...] = ()):
+    def __init__(self, backlog: tuple[Item, ...] = (), running: tuple[tuple[int, int], ...] = ()):
         self._backlog, self._running = backlog, running
 
-    def backlog(self) -> tuple[tuple[int, int], ...]:
+    def backlog(self) -> tuple[Item, ...]:
         return self._backlog
 
     def running(self) -> tuple[tuple[int, int], ...]:
         return self._running
+
+    def recent_compute_ns(self) -> int:
+        return 0
 
 
 def candidate(
@@ -60,9 +70,14 @@ def candidate(
     return Candidate(f"m.{variant}", variant, "1", BATCHING, card, 0, 0, queue or Queue())
 
 
-def context(now_s: float, slo_ms: float | None = 250, rows: int = 1, **terms: float) -> PolicyContext:
-    slo = SloTerms(None if slo_ms is None else slo_ms / 1000, **terms)
-    return PolicyContext(InferRequest("m", []), rows, now_s, slo)
+def context(
+    now_s: float, slo_ms: float | None = 250, rows: int = 1, max_loss: float | None = None, **deadline: float
+) -> PolicyContext:
+    client = deadline.get("client_deadline_s")
+    slo = SloTerms(
+        None if slo_ms is None else round(slo_ms * MS), max_loss, None if client is None else ns(client)
+    )
+    return PolicyContext(InferRequest("m", []), rows, ns(now_s), slo)
 
 
 FP32 = candidate("fp32", 0.0, 40, 20)  # 63 ms alone (card p99), ~30 requests/s within 250 ms
@@ -71,43 +86,43 @@ INT8 = candidate("int8", 0.007, 8, 2)
 
 def busy(c: Candidate, rows: int, now_s: float) -> Candidate:
     """``c`` with ``rows`` one-row requests queued behind a batch of 8 that just started."""
-    started = round(now_s * 1e9)
-    queue = Queue(tuple((1, 0) for _ in range(rows)), ((8, started),))
+    queue = Queue(tuple(Item(1) for _ in range(rows)), ((8, ns(now_s)),))
     return Candidate(c.model_name, c.variant, c.version, c.config, c.card, rows, rows + 8, queue)
 
 
 def test_latency_model_starts_from_the_card_and_learns_conservatively() -> None:
-    model = LatencyModel(min_samples=4, max_age_s=10)
+    model = LatencyModel(min_samples=4, max_age_ns=10 * S)
     model.know("m.fp32", FP32.card)
-    assert model.predict_s("m.fp32", 1, 0.0) == pytest.approx(0.063)
-    model.record("m.fp32", 1, 0.126, 0.0)  # one slow batch: with few samples, the worst one rules
-    assert model.predict_s("m.fp32", 8, 0.1) == pytest.approx(2 * 0.21)
+    assert model.predict_ns("m.fp32", 1, 0) == 63 * MS
+    model.record("m.fp32", 1, 126 * MS, 0)  # one slow batch: with few samples, the worst one rules
+    assert model.predict_ns("m.fp32", 8, ns(0.1)) == 2 * 210 * MS
     for t in range(8):
-        model.record("m.fp32", 8, 0.105, 1.0 + t)  # then steady batches at half the profile
-    assert model.predict_s("m.fp32", 8, 9.0) == pytest.approx(0.105)
-    assert model.predict_s("m.fp32", 2, 9.0) == pytest.approx(2 * 0.084)  # few of a size: the variant's p99
+        model.record("m.fp32", 8, 105 * MS, (1 + t) * S)  # then steady batches at half the profile
+    assert model.predict_ns("m.fp32", 8, 9 * S) == 105 * MS
+    assert model.predict_ns("m.fp32", 2, 9 * S) == 2 * 84 * MS  # few of a size: the variant's p99
     # every sample aged out: the p99 that settled at 9 s (the slow batch in it) stands for one window age...
-    assert model.predict_s("m.fp32", 8, 18.5) == pytest.approx(2 * 0.21)
+    assert model.predict_ns("m.fp32", 8, ns(18.5)) == 2 * 210 * MS
     # ...then the profile again: a variant that gets no traffic is not stuck on old evidence
-    assert model.predict_s("m.fp32", 8, 19.5) == pytest.approx(0.21)
+    assert model.predict_ns("m.fp32", 8, ns(19.5)) == 210 * MS
 
 
 def test_feasibility_runs_the_queue_in_the_batches_the_batcher_forms() -> None:
-    shape = Shape.of(BATCHING)
-    latency = {b: 0.040 + 0.020 * b for b in range(1, 9)}.__getitem__
-    idle = plan(shape, Queue(), 1, 10.25, 10.0, latency)
-    assert idle.finish_s == pytest.approx(10.06) and idle.alone_s == pytest.approx(0.06)
+    rules = Rules.of(BATCHING)
+    latency = {b: (40 + 20 * b) * MS for b in range(1, 9)}.__getitem__
+    now, new = 10 * S, Item(1, None, ns(10.25), 10 * S)
+    idle = plan(rules, (), (), new, now, latency)
+    assert idle.finish_ns == now + 60 * MS and idle.alone_ns == 60 * MS
     # a batch of 8 started 50 ms ago (150 ms left), 9 queued: batches of 8, then 2 with the new request
-    queue = Queue(tuple((1, 0) for _ in range(9)), ((8, round(9.95e9)),))
-    busy_plan = plan(shape, queue, 1, 10.25, 10.0, latency)
-    assert busy_plan.finish_s == pytest.approx(10.0 + 0.150 + 0.200 + 0.080)
-    assert busy_plan.slack_s(0.0, 0.026) < 0
-    assert capacity(shape, latency, 0.224) == pytest.approx(3 / 0.100)
+    backlog, running = tuple(Item(1) for _ in range(9)), ((8, ns(9.95)),)
+    busy_plan = plan(rules, backlog, running, new, now, latency)
+    assert busy_plan.finish_ns == now + (150 + 200 + 80) * MS
+    assert busy_plan.slack_ns(0, 26 * MS) < 0
+    assert capacity(rules, latency, 224 * MS) == pytest.approx(3 / 0.100)
     # the batches ahead at their typical time (here half the tail), the request's own batch at its tail
-    typical = {b: 0.5 * (0.040 + 0.020 * b) for b in range(1, 9)}.__getitem__
-    mixed = plan(shape, queue, 1, 10.25, 10.0, latency, typical)
-    assert mixed.finish_s == pytest.approx(10.0 + 0.050 + 0.100 + 0.080) and mixed.slack_s(0.0, 0.0) > 0
-    assert capacity(shape, latency, 0.224, typical) == pytest.approx(5 / 0.070)
+    typical = {b: (20 + 10 * b) * MS for b in range(1, 9)}.__getitem__
+    mixed = plan(rules, backlog, running, new, now, latency, typical=typical)
+    assert mixed.finish_ns == now + (50 + 100 + 80) * MS and mixed.slack_ns(0, 0) > 0
+    assert capacity(rules, latency, 224 * MS, typical) == pytest.approx(5 / 0.070)
 
 
 def test_dominated_variants_are_slower_and_no_more_accurate() -> None:
@@ -218,6 +233,7 @@ def test_baselines() -> None:
     assert infaas.choose("m", [FP32, INT8, fp16], context(0.0, slo_ms=70)).variant == "fp32"
     infaas.observe(_late("m.fp32"))  # a missed SLO blacklists it
     assert infaas.choose("m", [FP32, INT8], context(time.monotonic(), slo_ms=70)).variant == "int8"
+    assert infaas.choose("m", [FP32, INT8], context(time.monotonic() + 1.1, slo_ms=70)).variant == "fp32"
 
 
 def _late(model: str) -> RequestEvent:
