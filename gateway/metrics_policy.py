@@ -7,7 +7,7 @@ name (``minilm.int8``). Ratios are in [0, 1] (``_ratio``), latencies in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -18,81 +18,79 @@ ERROR_RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 AGREEMENT_BUCKETS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
 
 
+_MV = ("model", "variant")
+
+
+class _Maker:
+    """Metrics on one registry, each in one line: name, help, labels (and buckets)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = _MV) -> Counter:
+        return Counter(name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = _MV) -> Gauge:
+        return Gauge(name, doc, labels, registry=self.registry)
+
+    def histogram(
+        self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = _MV
+    ) -> Histogram:
+        return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+
+
 class PolicyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        r, mv = registry, ["model", "variant"]
-        self.slo_requests = Counter(
-            "varigate_slo_requests",
-            "Requests with an SLO, by whether it was met",
-            [*mv, "result"],
-            registry=r,
+        m = _Maker(registry)
+        self.slo_requests = m.counter(
+            "varigate_slo_requests", "Requests with an SLO, by whether it was met", (*_MV, "result")
         )
-        self.selections_total = Counter(
-            "varigate_policy_selections", "Variants the policy chose, by reason", [*mv, "reason"], registry=r
+        self.selections_total = m.counter(
+            "varigate_policy_selections", "Variants the policy chose, by reason", (*_MV, "reason")
         )
-        self.rejections_total = Counter(
-            "varigate_policy_rejections", "Requests refused before queueing", ["model", "reason"], registry=r
+        self.rejections_total = m.counter(
+            "varigate_policy_rejections", "Requests refused before queueing", ("model", "reason")
         )
-        self.switches_total = Counter(
+        self.switches_total = m.counter(
             "varigate_policy_switches",
             "Changes of the policy's ceiling variant",
-            ["model", "from_variant", "to_variant", "direction"],
-            registry=r,
+            ("model", "from_variant", "to_variant", "direction"),
         )
-        self.ceiling_variant = Gauge(
-            "varigate_policy_ceiling", "1 for the current ceiling variant", mv, registry=r
-        )
-        self.predicted_latency = Histogram(
+        self.ceiling_variant = m.gauge("varigate_policy_ceiling", "1 for the current ceiling variant")
+        self.predicted_latency = m.histogram(
             "varigate_policy_predicted_latency_seconds",
             "Request latency predicted when the request was routed",
-            mv,
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+            LATENCY_BUCKETS_S,
         )
-        self.latency_error = Histogram(
+        self.latency_error = m.histogram(
             "varigate_policy_latency_error_ratio",
             "Measured over predicted request latency",
-            mv,
-            buckets=ERROR_RATIO_BUCKETS,
-            registry=r,
+            ERROR_RATIO_BUCKETS,
         )
-        self.mix_ratio = Gauge("varigate_policy_mix_ratio", "Share of recent selections", mv, registry=r)
-        self.loss_ratio = Gauge(
-            "varigate_policy_accuracy_loss_ratio",
-            "Running mean relative accuracy loss",
-            ["model"],
-            registry=r,
+        self.mix_ratio = m.gauge("varigate_policy_mix_ratio", "Share of recent selections")
+        self.loss_ratio = m.gauge(
+            "varigate_policy_accuracy_loss_ratio", "Running mean relative accuracy loss", ("model",)
         )
-        self.dominated_variant = Gauge(
-            "varigate_variant_dominated", "1 for a variant left out as dominated", mv, registry=r
+        self.dominated_variant = m.gauge(
+            "varigate_variant_dominated", "1 for a variant left out as dominated"
         )
-        self.shadow_requests = Counter(
-            "varigate_shadow_requests", "Shadow comparisons by outcome", [*mv, "outcome"], registry=r
+        self.shadow_requests = m.counter(
+            "varigate_shadow_requests", "Shadow comparisons by outcome", (*_MV, "outcome")
         )
-        self.shadow_agreement = Histogram(
+        self.shadow_agreement = m.histogram(
             "varigate_shadow_agreement_ratio",
             "Mean agreement with the fp32 reference per shadowed request",
-            mv,
-            buckets=AGREEMENT_BUCKETS,
-            registry=r,
+            AGREEMENT_BUCKETS,
         )
-        self.live_agreement = Gauge(
-            "varigate_live_agreement_ratio", "Live agreement with the reference (window mean)", mv, registry=r
+        self.live_agreement = m.gauge(
+            "varigate_live_agreement_ratio", "Live agreement with the reference (window mean)"
         )
-        self.live_samples = Gauge(
-            "varigate_live_agreement_samples", "Rows behind the live agreement", mv, registry=r
-        )
-        self.drift_ratio = Gauge(
-            "varigate_accuracy_drift_ratio", "Card accuracy minus live agreement", mv, registry=r
-        )
-        self.demoted_variant = Gauge(
-            "varigate_variant_demoted", "1 while a variant is demoted", mv, registry=r
-        )
-        self.demotions_total = Counter("varigate_demotions", "Variants demoted by drift", mv, registry=r)
-        self.live_accuracy = Gauge(
-            "varigate_live_accuracy_ratio", "Accuracy against ground-truth labels", mv, registry=r
-        )
-        self.labels_total = Counter("varigate_labels", "Ground-truth labels received (rows)", mv, registry=r)
+        self.live_samples = m.gauge("varigate_live_agreement_samples", "Rows behind the live agreement")
+        self.drift_ratio = m.gauge("varigate_accuracy_drift_ratio", "Card accuracy minus live agreement")
+        self.demoted_variant = m.gauge("varigate_variant_demoted", "1 while a variant is demoted")
+        self.demotions_total = m.counter("varigate_demotions", "Variants demoted by drift")
+        self.live_accuracy = m.gauge("varigate_live_accuracy_ratio", "Accuracy against ground-truth labels")
+        self.labels_total = m.counter("varigate_labels", "Ground-truth labels received (rows)")
         self._labelled: dict[tuple[str, str], int] = {}
 
     def request_done(self, event: RequestEvent) -> None:

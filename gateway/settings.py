@@ -7,6 +7,7 @@ Names follow Triton's flags where one exists (``--model-control-mode``, ``--repo
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,12 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gateway.backends.base import DEFAULT_BACKEND
+from gateway.core.drift.monitor import DriftConfig
+from gateway.core.models.health import HealthConfig
+from gateway.core.selection.baselines import InfaasPolicy
+from gateway.core.selection.slo import SloConfig
 from gateway.policies import parse_policy
+from gateway.protocol.codec import DEFAULT_LIMITS, MAX_REQUEST_BYTES
 from gateway.protocol.restricted import parse_restriction
 from gateway.settings_limits import ServerLimits
 
@@ -22,6 +28,10 @@ ENV_PREFIX = "VARIGATE_"
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 ControlModeName = Literal["none", "poll", "explicit"]
 InfeasibleName = Literal["serve", "reject", "shed"]
+
+# Defaults the core (and the protocol layer) also has come from its configuration, never a second literal.
+_SLO, _DRIFT, _HEALTH = SloConfig(), DriftConfig(), HealthConfig()
+_INFAAS_BLACKLIST_S: float = inspect.signature(InfaasPolicy).parameters["blacklist_s"].default
 
 
 def _split(value: Any) -> Any:
@@ -71,22 +81,24 @@ class Settings(ServerLimits):
         "(workers x intra-op threads must not exceed the cores).",
     )
     max_request_bytes: int = Field(
-        64 * 1024 * 1024,
+        MAX_REQUEST_BYTES,
         gt=0,
         description="Largest HTTP request body (after decompression) and gRPC message accepted; larger "
         "requests get 413 / RESOURCE_EXHAUSTED.",
     )
     max_request_elements: int = Field(
-        1 << 26,
+        DEFAULT_LIMITS.max_elements,
         gt=0,
         description="Most tensor elements one inference request may declare, all inputs together; checked "
         "against the bytes present before anything is allocated (400 / INVALID_ARGUMENT when over).",
     )
     max_tensor_dims: int = Field(
-        16, gt=0, description="Most dimensions one input tensor may declare (400 / INVALID_ARGUMENT)."
+        DEFAULT_LIMITS.max_dims,
+        gt=0,
+        description="Most dimensions one input tensor may declare (400 / INVALID_ARGUMENT).",
     )
     max_request_inputs: int = Field(
-        256, gt=0, description="Most input tensors one inference request may carry."
+        DEFAULT_LIMITS.max_inputs, gt=0, description="Most input tensors one inference request may carry."
     )
     http_restricted_api: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -104,10 +116,14 @@ class Settings(ServerLimits):
         description="On SIGTERM/SIGINT, how long to wait for accepted requests to finish before exiting.",
     )
     circuit_breaker_failures: int = Field(
-        3, ge=1, description="Consecutive failed or timed-out batches after which a variant's circuit opens."
+        _HEALTH.failures_to_open,
+        ge=1,
+        description="Consecutive failed or timed-out batches after which a variant's circuit opens.",
     )
     circuit_breaker_cooldown_secs: float = Field(
-        5.0, gt=0, description="Seconds an open circuit keeps requests to the logical model off a variant."
+        _HEALTH.cooldown_s,
+        gt=0,
+        description="Seconds an open circuit keeps requests to the logical model off a variant.",
     )
     policy: str = Field(
         "slo",
@@ -117,58 +133,64 @@ class Settings(ServerLimits):
         "(INFaaS-style baseline).",
     )
     slo_margin_fraction: float = Field(
-        0.1,
+        _SLO.margin_fraction,
         ge=0,
         lt=1,
         description="Fraction of a request's SLO the 'slo' policy keeps free as safety margin.",
     )
     slo_margin_ms: float = Field(
-        1.0, ge=0, description="Safety margin in milliseconds, added to the fraction."
+        _SLO.margin_ms, ge=0, description="Safety margin in milliseconds, added to the fraction."
     )
     slo_infeasible: InfeasibleName = Field(
-        "serve",
+        _SLO.infeasible.value,
         description="A request no variant can serve in time: 'serve' it late (earliest predicted answer), "
         "'reject' it (429 / RESOURCE_EXHAUSTED) when not even an idle variant could meet its SLO, or 'shed' "
         "it whenever the queues make every variant late.",
     )
     accuracy_budget: float = Field(
-        0.01,
+        _SLO.accuracy_budget,
         ge=0,
         le=1,
         description="Long-run mean relative accuracy loss allowed per logical model; variants whose loss "
         "exceeds it serve only when nothing within it meets the SLO and the running mean stays within it.",
     )
     accuracy_budget_window: int = Field(
-        2000, ge=1, description="Requests the running mean accuracy loss is weighted over."
+        _SLO.budget_window, ge=1, description="Requests the running mean accuracy loss is weighted over."
     )
     policy_step_up_after_secs: float = Field(
-        3.0, ge=0, description="Seconds of sustained headroom before the 'slo' policy steps up a variant."
+        _SLO.step_up_after_s,
+        ge=0,
+        description="Seconds of sustained headroom before the 'slo' policy steps up a variant.",
     )
     policy_min_dwell_secs: float = Field(
-        2.0,
+        _SLO.min_dwell_s,
         ge=0,
         description="Seconds the 'slo' policy stays on a variant after a switch before stepping up.",
     )
     policy_headroom: float = Field(
-        0.2,
+        _SLO.headroom,
         ge=0,
         lt=1,
         description="Step up only while the arrival rate stays below (1 - headroom) of what the more "
         "accurate variant sustains within the SLO.",
     )
     shadow_fraction: float = Field(
-        0.05,
+        _DRIFT.shadow_fraction,
         ge=0,
         le=1,
         description="Fraction of requests also run on a second variant (compressed vs the fp32 reference), "
         "only with spare capacity, to measure live accuracy drift; 0 turns shadowing off.",
     )
-    drift_window: int = Field(200, ge=1, description="Rows of live agreement kept per variant.")
+    drift_window: int = Field(_DRIFT.window, ge=1, description="Rows of live agreement kept per variant.")
     drift_min_samples: int = Field(
-        30, ge=1, description="Rows of live agreement before a variant can be demoted or recover."
+        _DRIFT.min_samples,
+        ge=1,
+        description="Rows of live agreement before a variant can be demoted or recover.",
     )
     infaas_blacklist_secs: float = Field(
-        2.0, ge=0, description="How long the 'infaas' policy avoids a variant it found overloaded."
+        _INFAAS_BLACKLIST_S,
+        ge=0,
+        description="How long the 'infaas' policy avoids a variant it found overloaded.",
     )
     log_level: LogLevel = Field("info", description="Log level of the gateway and its servers.")
 

@@ -12,6 +12,11 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from gateway.protocol.grpc_limits import GrpcLimits
+from gateway.protocol.http_server import HttpLimits
+
+_HTTP, _GRPC = HttpLimits(), GrpcLimits()  # the servers' defaults, never a second literal
+
 
 class ServerLimits(BaseSettings):
     default_max_queue_size: int = Field(
@@ -36,13 +41,13 @@ class ServerLimits(BaseSettings):
         "when they cannot make it. 0 leaves such levels without a timeout.",
     )
     listen_backlog: int = Field(
-        2048,
+        _HTTP.backlog,
         ge=1,
         description="listen() backlog of the HTTP and metrics sockets (uvicorn's default; the kernel caps it "
         "at net.core.somaxconn). Connections beyond it wait in the client's SYN retries, not in memory.",
     )
     http_max_connections: int = Field(
-        1024,
+        _HTTP.max_connections,
         ge=1,
         description="uvicorn's limit_concurrency: with this many open HTTP connections or running requests, "
         "a new request is answered 503 and its connection closed. A backstop below the process's file "
@@ -50,74 +55,76 @@ class ServerLimits(BaseSettings):
         "refused earlier, with 429, by the bounded queues.",
     )
     http_keep_alive_secs: float = Field(
-        75.0,
+        _HTTP.keep_alive_s,
         gt=0,
         description="An idle keep-alive HTTP connection is closed after this many seconds. Longer than load "
         "balancers' idle timeouts (AWS ALB 60 s) so the balancer closes first (the other order races and "
         "turns into 502s); nginx's default.",
     )
     http_header_timeout_secs: float = Field(
-        10.0,
+        _HTTP.header_timeout_s,
         gt=0,
         description="A request's line and headers must arrive within this many seconds of the connection "
         "opening (or of the previous response), else 408 and the connection is closed: slowloris clients "
         "and sockets that never send are dropped (uvicorn alone never closes them).",
     )
     http_body_timeout_secs: float = Field(
-        30.0,
+        _HTTP.body_timeout_s,
         gt=0,
         description="Longest pause between two reads of a request body (nginx's client_body_timeout); a "
         "client that sends part of a body and stops is disconnected after it.",
     )
     http_max_header_bytes: int = Field(
-        64 * 1024,
+        _HTTP.max_header_bytes,
         ge=1024,
         description="Largest request line plus headers; more answers 431 and closes (httptools sets no limit "
         "of its own). Generous: Triton clients send well under 1 KiB, nginx allows 32 KiB.",
     )
     grpc_max_connections: int = Field(
-        1024,
+        _GRPC.max_connections,
         ge=1,
         description="gRPC connections accepted at once (grpc.max_allowed_incoming_connections); further ones "
         "are closed at accept. Sized like http_max_connections.",
     )
     grpc_max_concurrent_rpcs: int = Field(
-        1024,
+        _GRPC.max_concurrent_rpcs,
         ge=1,
         description="gRPC calls running at once (a stream counts once); beyond it grpc answers "
         "RESOURCE_EXHAUSTED immediately. A backstop above what the queues hold.",
     )
     grpc_max_stream_inflight: int = Field(
-        64,
+        _GRPC.max_stream_inflight,
         ge=1,
         description="Requests of one ModelStreamInfer stream in progress at once (responses not yet written "
         "included); the stream is not read further until one finishes, so HTTP/2 flow control pushes "
         "back on the client. Two full batches of 32.",
     )
     grpc_keepalive_secs: float = Field(
-        60.0,
+        _GRPC.keepalive_s,
         gt=0,
         description="The server pings a gRPC connection that has been quiet this long, to find dead peers "
         "(gRPC's default is 2 h). 60 s stays below NAT and L4 balancers' idle timeouts (AWS NLB 350 s).",
     )
     grpc_keepalive_timeout_secs: float = Field(
-        20.0, gt=0, description="A ping unanswered this long closes the connection (gRPC's default)."
+        _GRPC.keepalive_timeout_s,
+        gt=0,
+        description="A ping unanswered this long closes the connection (gRPC's default).",
     )
     grpc_max_connection_idle_secs: float = Field(
-        300.0,
+        _GRPC.max_connection_idle_s,
         gt=0,
         description="A gRPC connection with no call for this long gets GOAWAY (clients reconnect "
         "transparently); frees connections that were opened and abandoned.",
     )
     grpc_max_connection_age_secs: float = Field(
-        0.0,
+        _GRPC.max_connection_age_s,
         ge=0,
         description="GOAWAY after a connection has lived this long, then exit_timeout_secs of grace for its "
         "calls; 0 = never. Off because long streams are legitimate; behind an L4 balancer set e.g. 1800 so "
         "connections rebalance across replicas.",
     )
     grpc_handshake_timeout_secs: float = Field(
-        10.0,
+        _GRPC.handshake_timeout_s,
         gt=0,
         description="A new gRPC connection must send its HTTP/2 preface and settings within this many "
         "seconds (gRPC's default 120 s); sockets that connect and never speak are closed.",

@@ -35,92 +35,140 @@ def _param(text: str) -> tuple[str, Any]:
     return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Flags for ``LoadTestConfig``'s fields: help and defaults come from the config model (one place)."""
+# Flags by group: (flag, the LoadTestConfig field it sets, add_argument options). Help and defaults come
+# from the config model (one place); a flag with no field is the CLI's own (its options say everything).
+_Flag = tuple[str, str | None, dict[str, Any]]
+_S = {"metavar": "S"}
+_GROUPS: tuple[tuple[str, tuple[_Flag, ...]], ...] = (
+    (
+        "target",
+        (
+            ("--url", "url", {"required": True}),
+            ("--protocol", "protocol", {"choices": [x.value for x in Protocol]}),
+            ("--model", "model", {"required": True}),
+            ("--model-version", "model_version", {}),
+            (
+                "--metrics-url",
+                None,
+                {
+                    "dest": "metrics_url",
+                    "help": "server /metrics for the cross-check: a URL, "
+                    "'auto' (the target's host, port 8002: Triton's default; the default) or 'none'",
+                },
+            ),
+            (
+                "--allow-host",
+                "allow_hosts",
+                {"action": "append", "metavar": "HOST", "help": "allow this non-loopback host"},
+            ),
+            ("--server-pid", "server_pids", {"action": "append", "type": int, "metavar": "PID"}),
+        ),
+    ),
+    (
+        "load (open loop unless --concurrency)",
+        (
+            ("--arrival", "arrival", {"choices": ["constant", "poisson", "bursts", "step", "trace"]}),
+            ("--rate", "rate", {"type": float}),
+            ("--burst-rate", "burst_rate", {"type": float}),
+            ("--burst-on", "burst_on_s", {"type": float, **_S}),
+            ("--burst-period", "burst_period_s", {"type": float, **_S}),
+            ("--step-rate", "step_rate", {"type": float}),
+            ("--step-at", "step_at_s", {"type": float, **_S}),
+            ("--trace", "trace", {"type": Path}),
+            ("--trace-speed", "trace_speed", {"type": float}),
+            ("--concurrency", "concurrency", {"type": int}),
+            ("--duration", "duration_s", {"type": float, **_S}),
+            ("--max-requests", "max_requests", {"type": int}),
+            ("--warmup", "warmup_s", {"type": float, **_S}),
+            ("--seed", "seed", {"type": int}),
+            ("--timeout", "timeout_s", {"type": float, **_S}),
+            ("--max-inflight", "max_inflight", {"type": int}),
+        ),
+    ),
+    (
+        "payloads and parameters",
+        (
+            ("--data", "data", {"choices": ["auto", "sentences", "digits", "random", "npz"]}),
+            ("--data-file", "data_file", {"type": Path}),
+            ("--batch", "batch", {"type": int}),
+            ("--seq-len", "seq_len", {"type": int}),
+            ("--payloads", "payloads", {"type": int}),
+            (
+                "--output",
+                "outputs",
+                {"action": "append", "help": "an output to request (repeatable; default: all)"},
+            ),
+            ("--slo-ms", "slo_ms", {"type": float}),
+            (
+                "--no-send-slo",
+                "send_slo",
+                {"action": "store_false", "help": "judge by --slo-ms without sending it"},
+            ),
+            ("--max-accuracy-loss", "max_accuracy_loss", {"type": float}),
+            (
+                "--param",
+                "parameters",
+                {
+                    "action": "append",
+                    "type": _param,
+                    "metavar": "KEY=VALUE",
+                    "help": "an extra request parameter (repeatable)",
+                },
+            ),
+        ),
+    ),
+    (
+        "results",
+        (
+            ("--out", "out", {"type": Path}),
+            ("--no-plots", "plots", {"action": "store_false", "help": "no PNG plots"}),
+            ("--quiet", "progress", {"action": "store_false", "help": "no live progress"}),
+            ("--json", None, {"action": "store_true", "default": False, "help": "print the summary as JSON"}),
+            (
+                "--fail-on-errors",
+                None,
+                {"action": "store_true", "default": False, "help": "exit 1 if any request failed"},
+            ),
+            (
+                "--fail-on-mismatch",
+                None,
+                {
+                    "action": "store_true",
+                    "default": False,
+                    "help": "exit 1 if the metrics cross-check disagreed",
+                },
+            ),
+        ),
+    ),
+)
+
+
+def _field_help(field: str, help_text: str | None) -> str:
+    """The field's description (or ``help_text``), with its default when that says something."""
     from loadtest.config import LoadTestConfig
 
-    fields = LoadTestConfig.model_fields
+    info = LoadTestConfig.model_fields[field]
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    shown = "" if default in (None, (), [], {}, "") or isinstance(default, bool) else f" (default {default})"
+    return (help_text if help_text is not None else info.description or "") + shown
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags for ``LoadTestConfig``'s fields, as ``_GROUPS`` lists them."""
     p = argparse.ArgumentParser(
         prog="varigate loadtest",
         description=__doc__,
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-    def add(group: Any, flag: str, field: str, **options: Any) -> None:
-        info = fields[field]
-        default = None if info.is_required() else info.get_default(call_default_factory=True)
-        shown = (
-            "" if default in (None, (), [], {}, "") or isinstance(default, bool) else f" (default {default})"
-        )
-        help_text = options.pop("help", info.description or "")
-        group.add_argument(flag, dest=field, help=help_text + shown, **options)
-
-    g = p.add_argument_group("target")
-    add(g, "--url", "url", required=True)
-    add(g, "--protocol", "protocol", choices=[x.value for x in Protocol])
-    add(g, "--model", "model", required=True)
-    add(g, "--model-version", "model_version")
-    g.add_argument(
-        "--metrics-url",
-        dest="metrics_url",
-        help="server /metrics for the cross-check: a URL, "
-        "'auto' (the target's host, port 8002: Triton's default; the default) or 'none'",
-    )
-    add(
-        g, "--allow-host", "allow_hosts", action="append", metavar="HOST", help="allow this non-loopback host"
-    )
-    add(g, "--server-pid", "server_pids", action="append", type=int, metavar="PID")
-    g = p.add_argument_group("load (open loop unless --concurrency)")
-    add(g, "--arrival", "arrival", choices=["constant", "poisson", "bursts", "step", "trace"])
-    add(g, "--rate", "rate", type=float)
-    add(g, "--burst-rate", "burst_rate", type=float)
-    add(g, "--burst-on", "burst_on_s", type=float, metavar="S")
-    add(g, "--burst-period", "burst_period_s", type=float, metavar="S")
-    add(g, "--step-rate", "step_rate", type=float)
-    add(g, "--step-at", "step_at_s", type=float, metavar="S")
-    add(g, "--trace", "trace", type=Path)
-    add(g, "--trace-speed", "trace_speed", type=float)
-    add(g, "--concurrency", "concurrency", type=int)
-    add(g, "--duration", "duration_s", type=float, metavar="S")
-    add(g, "--max-requests", "max_requests", type=int)
-    add(g, "--warmup", "warmup_s", type=float, metavar="S")
-    add(g, "--seed", "seed", type=int)
-    add(g, "--timeout", "timeout_s", type=float, metavar="S")
-    add(g, "--max-inflight", "max_inflight", type=int)
-    g = p.add_argument_group("payloads and parameters")
-    add(g, "--data", "data", choices=["auto", "sentences", "digits", "random", "npz"])
-    add(g, "--data-file", "data_file", type=Path)
-    add(g, "--batch", "batch", type=int)
-    add(g, "--seq-len", "seq_len", type=int)
-    add(g, "--payloads", "payloads", type=int)
-    add(g, "--output", "outputs", action="append", help="an output to request (repeatable; default: all)")
-    add(g, "--slo-ms", "slo_ms", type=float)
-    add(g, "--no-send-slo", "send_slo", action="store_false", help="judge by --slo-ms without sending it")
-    add(g, "--max-accuracy-loss", "max_accuracy_loss", type=float)
-    add(
-        g,
-        "--param",
-        "parameters",
-        action="append",
-        type=_param,
-        metavar="KEY=VALUE",
-        help="an extra request parameter (repeatable)",
-    )
-    g = p.add_argument_group("results")
-    add(g, "--out", "out", type=Path)
-    add(g, "--no-plots", "plots", action="store_false", help="no PNG plots")
-    add(g, "--quiet", "progress", action="store_false", help="no live progress")
-    g.add_argument("--json", action="store_true", default=False, help="print the summary as JSON")
-    g.add_argument(
-        "--fail-on-errors", action="store_true", default=False, help="exit 1 if any request failed"
-    )
-    g.add_argument(
-        "--fail-on-mismatch",
-        action="store_true",
-        default=False,
-        help="exit 1 if the metrics cross-check disagreed",
-    )
+    for title, flags in _GROUPS:
+        group = p.add_argument_group(title)
+        for flag, field, options in flags:
+            if field is None:
+                group.add_argument(flag, **options)
+            else:
+                rest = {k: v for k, v in options.items() if k != "help"}
+                group.add_argument(flag, dest=field, help=_field_help(field, options.get("help")), **rest)
     return p
 
 
