@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from gateway.core.telemetry.observer import BatchEvent, Observer, RequestEvent
+from gateway.core.telemetry.observer import BatchEvent, NullObserver
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class _Breaker:
     probe_s: float | None = None  # when the probe was let through (half open)
 
 
-class Health:
-    """The breakers of every variant; the service asks ``routable`` before the policy chooses."""
+class Health(NullObserver):
+    """The breakers of every variant, fed by batch events (a listener on the core's ``Fanout``); the data
+    plane asks ``routable`` before the policy chooses."""
 
     def __init__(
         self,
@@ -119,8 +120,11 @@ class Health:
             )
             self._tell(b, event.model, True)
 
+    def model_state(self, model: str, version: str, ready: bool) -> None:
+        if not ready:  # the variant was unloaded: a reload starts closed
+            self.forget(model)
+
     def forget(self, model: str) -> None:
-        """The variant was unloaded: a reload starts closed."""
         b = self._breakers.pop(model, None)
         if b is not None and b.state is not Circuit.CLOSED:
             self._tell(b, model, False)
@@ -128,25 +132,3 @@ class Health:
     def _tell(self, b: _Breaker, model: str, open_: bool) -> None:
         if self._observer is not None:
             self._observer.circuit_changed(b.logical_model, model, open_)
-
-
-class HealthFeed:
-    """The observer the batchers report to: forwards everything to ``inner`` and batches to ``health``."""
-
-    def __init__(self, inner: Observer, health: Health) -> None:
-        self._inner, self._health = inner, health
-
-    def request_done(self, event: RequestEvent) -> None:
-        self._inner.request_done(event)
-
-    def batch_done(self, event: BatchEvent) -> None:
-        self._health.batch_done(event)
-        self._inner.batch_done(event)
-
-    def queue_changed(self, logical_model: str, model: str, version: str, queued: int, inflight: int) -> None:
-        self._inner.queue_changed(logical_model, model, version, queued, inflight)
-
-    def model_state(self, model: str, version: str, ready: bool) -> None:
-        if not ready:
-            self._health.forget(model)
-        self._inner.model_state(model, version, ready)

@@ -1,11 +1,21 @@
-"""Events the core reports as it serves, for metrics. ``gateway/metrics.py`` implements ``Observer``; the
-core never imports a metrics library."""
+"""Events the core reports as it serves, and the one fan-out that delivers them.
+
+Batchers report batches, queue changes and model states; the data plane reports finished requests. All of
+them go to one ``Fanout``, which hands each event to every listener in order: Triton's statistics, the
+circuit breakers, the policy (``selection.policy.PolicyListener``) and the metrics (``gateway/metrics.py``
+implements ``Observer``; the core never imports a metrics library). A listener overrides only what it needs
+of ``NullObserver``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.core.batching.queue import BatchResult
 
 
 class Outcome(StrEnum):
@@ -30,6 +40,7 @@ class RequestEvent:
     slo_s: float = 0.0  # the request's latency SLO; 0 = none
     slo_met: bool | None = None  # None without an SLO; a failed request missed it
     seq: int = 0  # the service's number for the request (``PolicyContext.seq``); 0 = unnumbered
+    result: BatchResult | None = None  # its batch's timings (Triton's statistics); None when it never ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +80,27 @@ class NullObserver:
 
     def model_state(self, model: str, version: str, ready: bool) -> None:
         pass
+
+
+class Fanout:
+    """Every event to every listener, in order (one listener's exception is not caught: listeners are the
+    core's own and must not raise)."""
+
+    def __init__(self, listeners: Sequence[Observer]) -> None:
+        self._listeners = tuple(listeners)
+
+    def request_done(self, event: RequestEvent) -> None:
+        for listener in self._listeners:
+            listener.request_done(event)
+
+    def batch_done(self, event: BatchEvent) -> None:
+        for listener in self._listeners:
+            listener.batch_done(event)
+
+    def queue_changed(self, logical_model: str, model: str, version: str, queued: int, inflight: int) -> None:
+        for listener in self._listeners:
+            listener.queue_changed(logical_model, model, version, queued, inflight)
+
+    def model_state(self, model: str, version: str, ready: bool) -> None:
+        for listener in self._listeners:
+            listener.model_state(model, version, ready)

@@ -1,4 +1,5 @@
-"""Triton's per-model statistics, accumulated from what the service and the batchers report."""
+"""Triton's per-model statistics, accumulated from the events the data plane and the batchers report (a
+listener on the core's ``Fanout``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.core.api import BatchStat, DurationStat, ModelStatistics
-from gateway.core.batching.queue import BatchResult
-from gateway.core.telemetry.observer import BatchEvent, Observer, RequestEvent
+from gateway.core.telemetry.observer import BatchEvent, NullObserver, Outcome, RequestEvent
 
 
 @dataclass(slots=True)
@@ -37,17 +37,18 @@ class _Model:
     batches: dict[int, _Duration] = field(default_factory=dict)
 
 
-class Statistics:
+class Statistics(NullObserver):
     def __init__(self) -> None:
         self._models: dict[tuple[str, str], _Model] = {}
 
     def _model(self, model: str, version: str) -> _Model:
         return self._models.setdefault((model, version), _Model())
 
-    def request_done(self, event: RequestEvent, result: BatchResult | None) -> None:
+    def request_done(self, event: RequestEvent) -> None:
         m = self._model(event.model, event.version)
         request_ns = int(event.request_s * 1e9)
-        if result is None:
+        result = event.result
+        if result is None or event.outcome is not Outcome.SUCCESS:
             m.fail.add(request_ns)
             return
         m.last_inference_ms = time.time_ns() // 1_000_000  # Triton reports wall-clock ms since the epoch
@@ -57,11 +58,13 @@ class Statistics:
         m.compute_infer.add(result.compute_infer_ns)
         m.compute_output.add(result.compute_output_ns)
 
-    def batch_executed(self, model: str, version: str, rows: int, compute_ns: int) -> None:
-        m = self._model(model, version)
+    def batch_done(self, event: BatchEvent) -> None:
+        if not event.ok:
+            return
+        m = self._model(event.model, event.version)
         m.execution_count += 1
-        m.inference_count += rows
-        m.batches.setdefault(rows, _Duration()).add(compute_ns)
+        m.inference_count += event.rows
+        m.batches.setdefault(event.rows, _Duration()).add(int(event.compute_s * 1e9))
 
     def snapshot(self, model: str, version: str) -> ModelStatistics:
         m = self._models.get((model, version), _Model())
@@ -79,24 +82,3 @@ class Statistics:
             compute_output=m.compute_output.frozen(),
             batch_stats=tuple(BatchStat(size, d.frozen()) for size, d in sorted(m.batches.items())),
         )
-
-
-class StatsObserver:
-    """The observer the batchers report to: feeds the statistics, then forwards to ``observer``."""
-
-    def __init__(self, stats: Statistics, observer: Observer) -> None:
-        self._stats, self._observer = stats, observer
-
-    def request_done(self, event: RequestEvent) -> None:
-        self._observer.request_done(event)
-
-    def batch_done(self, event: BatchEvent) -> None:
-        if event.ok:
-            self._stats.batch_executed(event.model, event.version, event.rows, int(event.compute_s * 1e9))
-        self._observer.batch_done(event)
-
-    def queue_changed(self, logical_model: str, model: str, version: str, queued: int, inflight: int) -> None:
-        self._observer.queue_changed(logical_model, model, version, queued, inflight)
-
-    def model_state(self, model: str, version: str, ready: bool) -> None:
-        self._observer.model_state(model, version, ready)
