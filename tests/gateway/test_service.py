@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gateway.core.errors import InvalidInput, ModelNotFound, Unsupported
+from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
+from gateway.core.telemetry.observer import Outcome, RequestEvent
 from gateway.core.types import Datatype, InferRequest, RequestedOutput, Tensor
 from varigate.contract.keys import VARIANT_PARAMETER
 
@@ -173,3 +176,38 @@ async def test_statistics_follow_triton(tiny_repo: Path) -> None:
     assert stats.success.ns >= stats.queue.ns + stats.compute_infer.ns > 0
     assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(2, 3)]
     assert stats.last_inference_ms > 1_600_000_000_000
+
+
+class CountingPolicy(MostAccuratePolicy):
+    """The default policy, counting what it is asked and told."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.told: list[RequestEvent] = []
+
+    def choose(
+        self, logical_model: str, candidates: Sequence[Candidate], context: PolicyContext
+    ) -> Candidate:
+        self.asked += 1
+        return super().choose(logical_model, candidates, context)
+
+    def observe(self, event: RequestEvent) -> None:
+        self.told.append(event)
+
+
+async def test_an_invalid_request_never_reaches_the_policy(tiny_repo: Path) -> None:
+    policy = CountingPolicy()
+    async with serving(tiny_repo, policy=policy) as service:
+        bad = [ids_tensor(), ids_tensor("attention_mask", IDS.reshape(1, 1, 3))]
+        with pytest.raises(InvalidInput, match=r"input 'attention_mask' of model 'tiny.fp32'"):
+            await service.infer(InferRequest("tiny", bad))
+        with pytest.raises(InvalidInput, match=r"parameter 'deadline_ms' for model 'tiny'"):
+            await service.infer(tiny_request("tiny", IDS, parameters={"deadline_ms": "soon"}))
+        assert policy.asked == 0  # validated before the policy chose
+        # the failures are still told (one event each: statistics, metrics and the policy all see them)
+        assert [(e.outcome, e.reason) for e in policy.told] == [(Outcome.FAILURE, "invalid_input")] * 2
+        assert service.statistics("tiny.fp32")[0].fail.count == 2
+        ok = await service.infer(tiny_request("tiny", IDS, id="ok"))
+        assert service.statistics("tiny.fp32")[0].success.count == 1
+    assert ok.parameters[VARIANT_PARAMETER] == "tiny.fp32" and policy.asked == 1
+    assert [e.outcome for e in policy.told] == [Outcome.FAILURE, Outcome.FAILURE, Outcome.SUCCESS]
