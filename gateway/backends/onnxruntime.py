@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from gateway.backends.base import Backend, BackendLoadError
+from gateway.backends.base import Backend, BackendLoadError, Runner
 from gateway.core.config import ModelConfig, TensorConfig
 from gateway.core.types import Datatype
 from varigate.contract.layout import MODEL_FILENAME
@@ -121,7 +121,7 @@ class OnnxRuntimeBackend(Backend):
     def executor(self) -> Executor:
         return self._executor
 
-    def load(self, model_dir: Path, config: ModelConfig) -> OnnxRuntimeRunner:
+    def load(self, model_dir: Path, config: ModelConfig) -> Runner:
         if config.platform not in PLATFORMS or config.backend not in BACKENDS:
             raise BackendLoadError(
                 f"model {config.name!r} has platform {config.platform!r} / backend {config.backend!r}; "

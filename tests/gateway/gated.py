@@ -13,16 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeRunner
+from gateway.backends.base import Runner
+from gateway.backends.onnxruntime import OnnxRuntimeBackend
 from gateway.core.config import ModelConfig
 
 GATE_TIMEOUT_S = 30.0
 
 
 class GatedRunner:
-    def __init__(
-        self, runner: OnnxRuntimeRunner, gate: threading.Event, started: threading.Semaphore
-    ) -> None:
+    def __init__(self, runner: Runner, gate: threading.Event, started: threading.Semaphore) -> None:
         self._runner, self._gate, self._started = runner, gate, started
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -44,5 +43,5 @@ class GatedBackend(OnnxRuntimeBackend):
         self.gate = gate
         self.started = started or threading.Semaphore(0)
 
-    def load(self, model_dir: Path, config: ModelConfig) -> GatedRunner:  # type: ignore[override]
+    def load(self, model_dir: Path, config: ModelConfig) -> GatedRunner:
         return GatedRunner(super().load(model_dir, config), self.gate, self.started)

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeRunner
+from gateway.backends.base import Runner
+from gateway.backends.onnxruntime import OnnxRuntimeBackend
 from gateway.core.config import ModelConfig
 
 DELAY_PARAMETER = "varigate.test_delay_ms"
 
 
 class SlowRunner:
-    def __init__(self, runner: OnnxRuntimeRunner, base_s: float, per_row_s: float) -> None:
+    def __init__(self, runner: Runner, base_s: float, per_row_s: float) -> None:
         self._runner, self._base_s, self._per_row_s = runner, base_s, per_row_s
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -43,6 +44,6 @@ class SlowBackend(OnnxRuntimeBackend):
         # sleeping workers use no CPU: enough of them that every variant's batch runs at once
         super().__init__(intra_op_threads=1, executor_workers=6, cores=6, allow_spinning=False)
 
-    def load(self, model_dir: Path, config: ModelConfig) -> SlowRunner:  # type: ignore[override]
+    def load(self, model_dir: Path, config: ModelConfig) -> SlowRunner:
         base_ms, _, row_ms = config.parameters.get(DELAY_PARAMETER, "0,0").partition(",")
         return SlowRunner(super().load(model_dir, config), float(base_ms) / 1e3, float(row_ms or 0) / 1e3)
