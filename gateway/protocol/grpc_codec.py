@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import orjson
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
@@ -46,15 +45,6 @@ _CONTENTS_FIELD: dict[Datatype, str] = {
     Datatype.BYTES: "bytes_contents",
 }
 _INT64_MAX = 2**63 - 1
-
-
-def parse_message(cls: type[Message], payload: bytes) -> Message:
-    msg = cls()
-    try:
-        msg.ParseFromString(payload)
-    except DecodeError as e:
-        raise InvalidInput(f"malformed {cls.DESCRIPTOR.full_name} protobuf: {e}") from None
-    return msg
 
 
 def parameters_from_pb(params: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from gateway.protocol.http_codec import (
     parse_header_length,
 )
 from gateway.protocol.http_tensor_data import dumps
+from gateway.protocol.openapi import OPENAPI_PATH, openapi_document
 from gateway.protocol.status import http_status
 from varigate.contract.keys import (
     SLO_HEADER,
@@ -102,8 +103,6 @@ class Endpoints:
         return json_response(http_json.server_metadata(self.service.server_metadata()))
 
     async def openapi(self, request: Request) -> Response:
-        from gateway.protocol.openapi import openapi_document
-
         return json_response(openapi_document())
 
     async def live(self, request: Request) -> Response:
@@ -211,7 +210,7 @@ _UNSUPPORTED = (
 
 ROUTES: tuple[Route, ...] = (
     Route("/v2", _GET, "metadata", Endpoints.server_metadata),
-    Route("/varigate/openapi.json", _GET, "metadata", Endpoints.openapi),  # outside /v2: no clash with Triton
+    Route(OPENAPI_PATH, _GET, "metadata", Endpoints.openapi),  # outside /v2: no clash with Triton's paths
     Route("/v2/health/live", _GET, "health", Endpoints.live),
     Route("/v2/health/ready", _GET, "health", Endpoints.ready),
     # Before /v2/models/{model}, which would otherwise take "stats" for a model name.
