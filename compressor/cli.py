@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.config import BuildConfig
-from varigate.contract.variants import VARIANTS
+from varigate.contract.variants import REFERENCE_VARIANT, VARIANTS
 
 if TYPE_CHECKING:
     from compressor.pipeline import VariantResult
@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, help="BuildConfig as JSON (gate, profile, ladders, structured settings)"
     )
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, help="variants to build (fp32 always)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, help="variants to build (the reference always)")
     p.add_argument("--force", action="store_true", help="rebuild variants that are up to date")
     p.add_argument(
         "--fast", action="store_true", help="small data, short distillation, short profiles (tests)"
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         r
         for _, rs in summaries
         for r in rs
-        if r.variant == "fp32" and r.status not in ("built", "up-to-date")
+        if r.variant == REFERENCE_VARIANT and r.status not in ("built", "up-to-date")
     ]
     return 1 if failed else 0
 

@@ -1,4 +1,8 @@
-"""Typed configuration of a compressor run (pydantic, unknown keys rejected)."""
+"""Typed configuration of a compressor run (pydantic, unknown keys rejected).
+
+What each variant is (its default gate, its ladder, its build key) is its recipe's, in
+``compressor.recipes``; this module holds only what a run may change.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from varigate.contract.variants import VARIANTS
-
-DEFAULT_MAX_LOSS = {
-    "fp16": 0.01,
-    "int8": 0.01,
-    "pruned": 0.01,
-    "pruned-structured": 0.03,
-    "pruned-structured-int8": 0.03,
-}
+from compressor.passes.int8_dynamic import Int8DynamicConfig
+from varigate.contract.variants import REFERENCE_VARIANT, VARIANTS
 
 
 class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_relative_loss: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_MAX_LOSS),
-        description="Largest relative accuracy loss against fp32 allowed per variant (0.01 = 1%).",
+        default_factory=dict,
+        description="Largest relative accuracy loss against the reference allowed, per variant (0.01 = 1%); "
+        "a variant not named here keeps its recipe's default gate.",
     )
 
     @field_validator("max_relative_loss")
@@ -33,7 +31,7 @@ class GateConfig(BaseModel):
                 raise ValueError(f"unknown variant {name!r} in gate; known: {list(VARIANTS)}")
             if not 0.0 <= loss < 1.0:
                 raise ValueError(f"gate for {name!r} must be in [0, 1), got {loss}")
-        return {**DEFAULT_MAX_LOSS, **v}
+        return v
 
 
 class ProfileConfig(BaseModel):
@@ -66,36 +64,14 @@ class PruneConfig(BaseModel):
         return v
 
 
-class Int8DynamicConfig(BaseModel):
-    """onnxruntime dynamic quantization (weights int8 ahead of time, activation scales per run)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    per_channel: bool = Field(True, description="Per-output-channel weight scales.")
-    reduce_range: bool | None = Field(
-        None,
-        description="7-bit weights, which avoid u8s8 saturation on AVX2 CPUs without VNNI "
-        "(VPMADDUBSW's 16-bit sums). None = decide from this CPU: on without VNNI, off with it "
-        "(full 8-bit precision).",
-    )
-    weight_type: str = Field("QInt8", description="QInt8 or QUInt8.")
-    op_types_to_quantize: list[str] = Field(["MatMul", "Gemm"], description="Operator types quantized.")
-    nodes_to_exclude: list[str] = Field(default_factory=list, description="Node names kept in fp32.")
-
-    @field_validator("weight_type")
-    @classmethod
-    def _wt(cls, v: str) -> str:
-        if v not in ("QInt8", "QUInt8"):
-            raise ValueError(f"weight_type must be QInt8 or QUInt8, got {v!r}")
-        return v
-
-
 class BuildConfig(BaseModel):
     """One compressor run over one source."""
 
     model_config = ConfigDict(extra="forbid")
 
-    variants: list[str] = Field(list(VARIANTS), description="Variants to build (fp32 is always built).")
+    variants: list[str] = Field(
+        list(VARIANTS), description="Variants to build (the reference is always built)."
+    )
     gate: GateConfig = Field(default_factory=GateConfig, description="Accuracy gate per variant.")
     profile: ProfileConfig = Field(default_factory=ProfileConfig, description="Latency profiling.")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="Unstructured pruning ladder.")
@@ -115,4 +91,4 @@ class BuildConfig(BaseModel):
         unknown = [x for x in v if x not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
-        return ["fp32", *[x for x in VARIANTS if x in v and x != "fp32"]]
+        return [REFERENCE_VARIANT, *[x for x in VARIANTS if x in v and x != REFERENCE_VARIANT]]

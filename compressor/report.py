@@ -6,6 +6,7 @@ from pathlib import Path
 
 from compressor.pipeline import VariantResult
 from varigate.contract.card import VariantCard
+from varigate.contract.variants import REFERENCE_VARIANT
 
 
 def _p(card: VariantCard, bs: int, q: str) -> float | None:
@@ -23,7 +24,7 @@ def _tput(card: VariantCard, bs: int) -> float | None:
 
 
 def table(results: list[VariantResult]) -> str:
-    fp32 = next((r.card for r in results if r.variant == "fp32" and r.card), None)
+    fp32 = next((r.card for r in results if r.variant == REFERENCE_VARIANT and r.card), None)
     head = (
         "variant",
         "size MB",

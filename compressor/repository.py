@@ -139,14 +139,7 @@ def staging_root(repo: Path) -> Path:
     return repo.resolve().parent / f".{repo.resolve().name}.staging"
 
 
-def write_variant(
-    repo: Path,
-    name: str,
-    onnx_file: Path,
-    cfg: mc.ModelConfig,
-    card: VariantCard,
-    extra_files: dict[str, bytes] | None = None,
-) -> Path:
+def write_variant(repo: Path, name: str, onnx_file: Path, cfg: mc.ModelConfig, card: VariantCard) -> Path:
     """Build the model directory in staging, then swap it into ``repo/name`` atomically."""
     check_writable(repo)
     repo.mkdir(parents=True, exist_ok=True)
@@ -156,8 +149,6 @@ def write_variant(
         (stage / VERSION_DIR).mkdir()
         shutil.copyfile(onnx_file, stage / VERSION_DIR / MODEL_FILENAME)
         (stage / CONFIG_FILENAME).write_text(config_text(cfg))
-        for fname, data in (extra_files or {}).items():
-            (stage / fname).write_bytes(data)
         (stage / CARD_FILENAME).write_text(card.to_json())
         for p in stage.rglob("*"):
             if p.is_file():

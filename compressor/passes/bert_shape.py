@@ -3,7 +3,8 @@
 torch types a submodule reached by attribute (``nn.Module.__getattr__``) as ``Tensor | Module``, so code
 that walks ``layer.attention.self.query`` checks nothing. These Protocols name what ``transformers``'
 ``BertLayer`` and ``compressor.sources.minilm.MiniLMEmbedder`` hold; ``layers`` and ``embedder`` are the
-two casts, at the boundary, after ``get_submodule`` has checked the path exists.
+two casts, at the boundary, after ``get_submodule`` has checked the path exists. ``prune_heads`` and
+``prune_ffn`` cut a layer physically along that shape.
 """
 
 from __future__ import annotations
@@ -72,3 +73,33 @@ def embedder(model: nn.Module) -> Embedder:
 
 def embedding_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     return model.get_submodule("bert.embeddings").parameters()
+
+
+def prune_heads(layer: BertLayer, heads: list[int]) -> None:
+    """Keep only ``heads`` of the layer's attention: q/k/v lose rows, the output projection columns."""
+    attn = layer.attention.self
+    d = attn.attention_head_size
+    index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads])
+    for lin in (attn.query, attn.key, attn.value):
+        _cut_rows(lin, index)
+    _cut_cols(layer.attention.output.dense, index)
+    attn.num_attention_heads = len(heads)
+    attn.all_head_size = len(heads) * d
+
+
+def prune_ffn(layer: BertLayer, index: torch.Tensor) -> None:
+    """Keep only the FFN neurons at ``index``: the intermediate dense loses rows, the output columns."""
+    _cut_rows(layer.intermediate.dense, index)
+    _cut_cols(layer.output.dense, index)
+
+
+def _cut_rows(lin: nn.Linear, index: torch.Tensor) -> None:
+    lin.weight = nn.Parameter(lin.weight.detach()[index].clone())
+    if lin.bias is not None:
+        lin.bias = nn.Parameter(lin.bias.detach()[index].clone())
+    lin.out_features = len(index)
+
+
+def _cut_cols(lin: nn.Linear, index: torch.Tensor) -> None:
+    lin.weight = nn.Parameter(lin.weight.detach()[:, index].clone())
+    lin.in_features = len(index)

@@ -4,45 +4,56 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-Feeds = dict[str, np.ndarray]
+from compressor.passes.base import Feeds, PassResult, TorchModel
+
 OPSET = 17
+NAME = f"torch.onnx.export (TorchScript), opset {OPSET}"
 
 
 class ExportError(RuntimeError):
     pass
 
 
-def apply(
-    module: object,
-    example_inputs: Feeds,
-    output_names: Sequence[str],
-    dynamic_axes: dict[str, dict[int, str]],
-    dst: Path,
-) -> Path:
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    """``parity_batches``: inputs on which onnxruntime's outputs must match torch's within ``parity_atol``
+    (none: no parity check, as for students that the accuracy gate judges instead)."""
+
+    parity_batches: Sequence[Feeds] = ()
+    parity_atol: float = 1e-4
+
+
+def run(model: TorchModel, config: ExportConfig, output: Path) -> PassResult:
+    """Export ``model`` to ``output`` (checked by onnx), then check parity on ``config.parity_batches``."""
     import torch
 
+    module = model.module
     assert isinstance(module, torch.nn.Module)
     module.eval()
-    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in example_inputs.values())
+    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in model.example_inputs.values())
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             args,
-            str(dst),
-            input_names=list(example_inputs),
-            output_names=list(output_names),
-            dynamic_axes=dynamic_axes,
+            str(output),
+            input_names=list(model.example_inputs),
+            output_names=list(model.output_names),
+            dynamic_axes=model.dynamic_axes,
             opset_version=OPSET,
             dynamo=False,
         )
-    onnx.checker.check_model(str(dst))
-    return dst
+    onnx.checker.check_model(str(output))
+    settings: dict[str, object] = {"pass": NAME}
+    if config.parity_batches:
+        settings["parity_max_abs_diff"] = parity(module, output, config.parity_batches, config.parity_atol)
+    return PassResult(output, settings)
 
 
 def torch_outputs(module: object, feeds: Feeds) -> np.ndarray:

@@ -18,6 +18,10 @@ from pathlib import Path
 import onnx
 from pydantic import BaseModel, ConfigDict, Field
 
+from compressor.passes.base import PassResult
+
+NAME = "fp16"
+
 _NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(")
 _BAD_NODE = re.compile(r"node \(([^)]+)\)")
 
@@ -34,19 +38,20 @@ class Fp16Config(BaseModel):
     max_rounds: int = Field(20, ge=1, description="Load attempts while discovering unsupported operators.")
 
 
-def apply(src: Path, dst: Path, config: Fp16Config | None = None) -> dict[str, object]:
+def run(model: Path, config: Fp16Config, output: Path) -> PassResult:
+    """Convert ``model`` to fp16 at ``output``, keeping in fp32 what the CPU provider refuses in fp16."""
     import onnxruntime as ort
     from onnxconverter_common import float16
 
-    config = config or Fp16Config()
+    src, dst = model, output
     blocked = list(dict.fromkeys([*float16.DEFAULT_OP_BLOCK_LIST, *config.op_block_list]))
     blocked_nodes: list[str] = []
-    model = onnx.load(str(src))
+    loaded = onnx.load(str(src))
     for _ in range(config.max_rounds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converter warns about values it clamps to fp16 range
             converted = float16.convert_float_to_float16(
-                copy.deepcopy(model),  # the converter mutates its input
+                copy.deepcopy(loaded),  # the converter mutates its input
                 keep_io_types=config.keep_io_types,
                 op_block_list=blocked,
                 node_block_list=blocked_nodes,
@@ -67,12 +72,14 @@ def apply(src: Path, dst: Path, config: Fp16Config | None = None) -> dict[str, o
         fp16_ops = sorted(
             {n.op_type for n in converted.graph.node if n.op_type not in blocked and n.op_type != "Cast"}
         )
-        return {
+        settings: dict[str, object] = {
+            "pass": NAME,
             "keep_io_types": config.keep_io_types,
             "ops_kept_fp32": sorted(set(blocked) - set(float16.DEFAULT_OP_BLOCK_LIST)),
             "nodes_kept_fp32": blocked_nodes,
             "ops_in_fp16": fp16_ops,
         }
+        return PassResult(dst, settings)
     raise RuntimeError(
         f"fp16 model still fails to load after {config.max_rounds} rounds; blocked ops {blocked}, nodes "
         f"{blocked_nodes}"

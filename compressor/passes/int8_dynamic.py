@@ -9,24 +9,53 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compressor.config import Int8DynamicConfig
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from compressor.cpu import has_vnni
+from compressor.passes.base import PassResult
+
+NAME = "int8 dynamic"
 
 
-def apply(src: Path, dst: Path, config: Int8DynamicConfig) -> dict[str, object]:
+class Int8DynamicConfig(BaseModel):
+    """onnxruntime dynamic quantization (weights int8 ahead of time, activation scales per run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_channel: bool = Field(True, description="Per-output-channel weight scales.")
+    reduce_range: bool | None = Field(
+        None,
+        description="7-bit weights, which avoid u8s8 saturation on AVX2 CPUs without VNNI "
+        "(VPMADDUBSW's 16-bit sums). None = decide from this CPU: on without VNNI, off with it "
+        "(full 8-bit precision).",
+    )
+    weight_type: str = Field("QInt8", description="QInt8 or QUInt8.")
+    op_types_to_quantize: list[str] = Field(["MatMul", "Gemm"], description="Operator types quantized.")
+    nodes_to_exclude: list[str] = Field(default_factory=list, description="Node names kept in fp32.")
+
+    @field_validator("weight_type")
+    @classmethod
+    def _wt(cls, v: str) -> str:
+        if v not in ("QInt8", "QUInt8"):
+            raise ValueError(f"weight_type must be QInt8 or QUInt8, got {v!r}")
+        return v
+
+
+def run(model: Path, config: Int8DynamicConfig, output: Path) -> PassResult:
+    """Quantize ``model`` into ``output`` (``reduce_range=None`` resolved from this CPU)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     config = resolve(config)
     quantize_dynamic(
-        str(src),
-        str(dst),
+        str(model),
+        str(output),
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
         weight_type=QuantType[config.weight_type],
         op_types_to_quantize=config.op_types_to_quantize,
         nodes_to_exclude=config.nodes_to_exclude,
     )
-    return {**config.model_dump(), "vnni": has_vnni()}
+    return PassResult(output, {"pass": NAME, **config.model_dump(), "vnni": has_vnni()})
 
 
 def resolve(config: Int8DynamicConfig) -> Int8DynamicConfig:

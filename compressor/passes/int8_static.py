@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,10 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict, Field
+
+from compressor.passes.base import Feeds, PassResult
+
+NAME = "int8 static QDQ (calibrated)"
 
 
 class Int8StaticConfig(BaseModel):
@@ -62,17 +67,28 @@ class Int8StaticConfig(BaseModel):
     )
 
 
-def apply(
-    src_onnx: Path, dst_onnx: Path, calib_batches: Sequence[dict[str, np.ndarray]], config: Int8StaticConfig
+@dataclass(frozen=True, slots=True)
+class CalibratedConfig:
+    """The pass's config: the quantization settings and the calibration batches that fix the ranges."""
+
+    settings: Int8StaticConfig
+    calibration: Sequence[Feeds]
+
+
+def run(model: Path, config: CalibratedConfig, output: Path) -> PassResult:
+    """Quantize ``model`` into ``output``; the result's settings are those actually used."""
+    return PassResult(output, {"pass": NAME, **_quantize(model, output, config.calibration, config.settings)})
+
+
+def _quantize(
+    src_onnx: Path, dst_onnx: Path, calib_batches: Sequence[Feeds], config: Int8StaticConfig
 ) -> dict[str, Any]:
-    """Quantize ``src_onnx`` into ``dst_onnx``; returns the settings actually used."""
     batches = [b for b in calib_batches if b and all(len(v) for v in b.values())]
     if not batches:
         raise ValueError(
             f"calibration data is empty: {len(calib_batches)} batches holding 0 rows; "
             "static int8 needs representative inputs to fix its activation ranges"
         )
-    src_onnx, dst_onnx = Path(src_onnx), Path(dst_onnx)
     _check_feeds(onnx.load(str(src_onnx), load_external_data=False), batches, src_onnx)
     batches = _uniform(batches)
     extra: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Unstructured global magnitude pruning with ``torch.nn.utils.prune``, made permanent.
+"""Unstructured global magnitude pruning with ``torch.nn.utils.prune``, made permanent, then exported.
 
 Zeros are not skipped by onnxruntime's dense kernels, so this variant is as fast as fp32: its value is
 a measured accuracy/sparsity point (and smaller compressed files), reported honestly in its card.
@@ -7,10 +7,31 @@ a measured accuracy/sparsity point (and smaller compressed files), reported hone
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from compressor.passes import export
+from compressor.passes.base import PassResult, TorchModel
 
-def apply(teacher: Any, amount: float) -> tuple[Any, dict[str, Any]]:
+NAME = "prune"
+
+
+@dataclass(frozen=True, slots=True)
+class PruneAmount:
+    """``amount``: the fraction of all Linear/Conv weights zeroed, in (0, 1)."""
+
+    amount: float
+
+
+def run(model: TorchModel, config: PruneAmount, output: Path) -> PassResult:
+    """Prune a copy of ``model.module`` and export it to ``output``."""
+    student, info = _prune(model.module, config.amount)
+    export.run(model.with_module(student), export.ExportConfig(), output)
+    return PassResult(output, {"pass": NAME, **info})
+
+
+def _prune(teacher: Any, amount: float) -> tuple[Any, dict[str, Any]]:
     import torch
     from torch.nn.utils import prune
 

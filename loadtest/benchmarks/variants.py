@@ -112,7 +112,7 @@ def _med(xs: list[float]) -> float | None:
 def _ratio(points: dict[tuple[str, int], Point], v: str, b: int) -> float | None:
     mine, ref = (
         _med(points[(v, b)].throughput),
-        _med(points[("fp32", b)].throughput) if ("fp32", b) in points else None,
+        _med(points[(REFERENCE_VARIANT, b)].throughput) if (REFERENCE_VARIANT, b) in points else None,
     )
     return mine / ref if mine and ref else None
 
@@ -141,7 +141,7 @@ def table(
             acc += f", NN agreement {card.accuracy.extra['nn_top1_agreement']:.3f}"
         gate = (
             "reference"
-            if v == "fp32"
+            if v == REFERENCE_VARIANT
             else f"{card.accuracy.relative_loss:+.2%} (limit {card.gate.max_relative_loss:.0%})"
         )
         lat = [f"{x:.2f}" if (x := _med(points[(v, b)].p50_ms)) else "-" for b in batches]

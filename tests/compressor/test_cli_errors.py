@@ -135,7 +135,9 @@ def test_static_int8_refuses_empty_calibration(tmp_path: Path) -> None:
     )
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
     with pytest.raises(ValueError, match="calibration data is empty"):
-        int8_static.apply(src, tmp_path / "q.onnx", [], int8_static.Int8StaticConfig())
+        int8_static.run(
+            src, int8_static.CalibratedConfig(int8_static.Int8StaticConfig(), []), tmp_path / "q.onnx"
+        )
     assert not (tmp_path / "q.onnx").exists()
 
 

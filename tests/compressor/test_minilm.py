@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from compressor import cli
-from compressor.config import DEFAULT_MAX_LOSS
+from compressor.recipes import recipe
 from varigate.contract.card import read_card
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_variants_meet_their_gates_or_record_why(minilm_repo: Path) -> None:
         assert card.accuracy.metric == "mean_cosine"
         assert 0.0 <= card.accuracy.extra["nn_top1_agreement"] <= 1.0
         if variant != "fp32":
-            assert card.accuracy.relative_loss <= DEFAULT_MAX_LOSS[variant] + 1e-12
+            assert card.accuracy.relative_loss <= (recipe(variant).max_loss or 0.0) + 1e-12
         sess = ort.InferenceSession(
             str(minilm_repo / f"minilm.{variant}" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
         )
