@@ -18,7 +18,6 @@ the machine's steal and other processes' CPU (``loadtest.cpu.Monitor``) are reco
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import os
 import resource
@@ -28,30 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.arrivals import Schedule
 from loadtest.clients import Driver
 from loadtest.cpu import Monitor
+from loadtest.loops import ClosedLoop, OpenLoop, Recorder, run_closed, run_open, slo_parameter
 from loadtest.progress import Progress
 from varigate.contract.keys import SLO_PARAMETER
 
+__all__ = ["ClosedLoop", "GeneratorCpu", "OpenLoop", "Run", "execute"]
+
 START_LEAD_S = 0.05  # the first arrival is this far in the future when the clock starts
-
-
-@dataclass(frozen=True, slots=True)
-class OpenLoop:
-    schedule: Schedule
-    max_inflight: int = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedLoop:
-    concurrency: int
-    duration_s: float
-    max_requests: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.duration_s <= 0:
-            raise ValueError(f"closed loop needs concurrency >= 1 and duration > 0, got {self}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,27 +87,6 @@ class Run:
         return mask
 
 
-class _Recorder:
-    def __init__(self, progress: Progress | None) -> None:
-        self.rows: list[tuple[int, float, float, float, str, str]] = []
-        self.progress = progress
-
-    def add(
-        self,
-        i: int,
-        sched: float,
-        sent: float,
-        done: float,
-        error: str = "",
-        variant: str = "",
-        slo_ms: float = math.nan,
-    ) -> None:
-        self.rows.append((i, sched, sent, done, error, variant))
-        if self.progress is not None:
-            lat = (done - sched) * 1000.0
-            self.progress.request_done(lat, bool(error), not error and lat > slo_ms)
-
-
 async def execute(
     driver: Driver,
     load: OpenLoop | ClosedLoop,
@@ -140,32 +103,15 @@ async def execute(
     """Drive ``driver`` with ``load``. ``parameters`` go with every request; ``slo_ms`` (or the schedule's
     per-request SLO, which wins) is the SLO results are judged by, and is sent as ``slo_ms`` unless
     ``send_slo`` is false."""
-    loop = asyncio.get_running_loop()
-    rec = _Recorder(progress)
+    rec = Recorder(progress)
     slo = load.schedule.slo_ms.copy() if isinstance(load, OpenLoop) else np.full(0, np.nan)
     if isinstance(load, OpenLoop) and slo_ms is not None:
         slo[np.isnan(slo)] = slo_ms
     base = dict(parameters or {})
     if send_slo and slo_ms is not None:
-        base[SLO_PARAMETER] = _slo_parameter(slo_ms)
-    usage0, wall0, started_at = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), time.time()
-    if progress is not None:
-        progress.start()
-    with Monitor((os.getpid(), *server_pids)) as mon:
-        t0 = loop.time() + START_LEAD_S
-        if isinstance(load, OpenLoop):
-            await _open(driver, load, t0, rec, slo, base, send_slo, drain_timeout_s)
-        else:
-            await _closed(driver, load, t0, rec, base, slo_ms, drain_timeout_s)
-    if progress is not None:
-        await progress.stop()
-    usage1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
-    cpu = GeneratorCpu(
-        wall,
-        usage1.ru_utime - usage0.ru_utime,
-        usage1.ru_stime - usage0.ru_stime,
-        mon.window.steal_fraction,
-        mon.window.other_cores,
+        base[SLO_PARAMETER] = slo_parameter(slo_ms)
+    t0, cpu, started_at = await _drive(
+        driver, load, rec, slo, base, send_slo, slo_ms, drain_timeout_s, server_pids
     )
     if isinstance(load, OpenLoop):  # an arrival whose task never ran (cancelled at once) is still an arrival
         missing = set(range(len(load.schedule))) - {r[0] for r in rec.rows}
@@ -198,102 +144,38 @@ async def execute(
     )
 
 
-def _slo_parameter(slo_ms: float) -> int:
-    """The wire form: whole milliseconds, at least 1 (0 is not a valid SLO)."""
-    return max(1, round(slo_ms))
+async def _drive(
+    driver: Driver,
+    load: OpenLoop | ClosedLoop,
+    rec: Recorder,
+    slo: np.ndarray,
+    base: dict[str, Any],
+    send_slo: bool,
+    slo_ms: float | None,
+    drain_timeout_s: float,
+    server_pids: tuple[int, ...],
+) -> tuple[float, GeneratorCpu, float]:
+    """Run the load inside ``Monitor``: the run's clock origin, the generator's CPU, the wall-clock start."""
+    loop = asyncio.get_running_loop()
+    usage0, wall0, started_at = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), time.time()
+    if rec.progress is not None:
+        rec.progress.start()
+    with Monitor((os.getpid(), *server_pids)) as mon:
+        t0 = loop.time() + START_LEAD_S
+        if isinstance(load, OpenLoop):
+            await run_open(driver, load, t0, rec, slo, base, send_slo, drain_timeout_s)
+        else:
+            await run_closed(driver, load, t0, rec, base, slo_ms, drain_timeout_s)
+    if rec.progress is not None:
+        await rec.progress.stop()
+    usage1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
+    user_s, system_s = usage1.ru_utime - usage0.ru_utime, usage1.ru_stime - usage0.ru_stime
+    return (
+        t0,
+        GeneratorCpu(wall, user_s, system_s, mon.window.steal_fraction, mon.window.other_cores),
+        started_at,
+    )
 
 
 def _column(rows: list[tuple[int, float, float, float, str, str]], k: int, dtype: Any) -> np.ndarray:
     return np.asarray([r[k] for r in rows], dtype=dtype)
-
-
-async def _open(
-    driver: Driver,
-    load: OpenLoop,
-    t0: float,
-    rec: _Recorder,
-    slo: np.ndarray,
-    base: dict[str, Any],
-    send_slo: bool,
-    drain_timeout_s: float,
-) -> None:
-    loop = asyncio.get_running_loop()
-    progress = rec.progress
-    per_request = send_slo and bool(np.any(~np.isnan(load.schedule.slo_ms)))
-    inflight: dict[int, asyncio.Task[None]] = {}
-
-    async def one(i: int, target: float) -> None:
-        params = base
-        if per_request and not math.isnan(slo[i]):
-            params = {**base, SLO_PARAMETER: _slo_parameter(float(slo[i]))}
-        sent = loop.time()
-        try:
-            reply = await driver.infer(i, params)
-        except asyncio.CancelledError:
-            rec.add(i, target, sent, math.nan, "timeout", "", slo[i])
-            raise
-        except Exception as e:  # noqa: BLE001 - a client library failure is a result, not a crash
-            rec.add(i, target, sent, loop.time(), f"client_{type(e).__name__}", "", slo[i])
-            return
-        finally:
-            inflight.pop(i, None)
-        rec.add(i, target, sent, loop.time(), reply.error, reply.variant, slo[i])
-
-    for i, offset in enumerate(load.schedule.times_s.tolist()):
-        target = t0 + offset
-        delay = target - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if len(inflight) >= load.max_inflight:
-            rec.add(i, target, math.nan, math.nan, "client_overflow", "", slo[i])
-            continue
-        if progress is not None:
-            progress.request_sent()
-        inflight[i] = loop.create_task(one(i, target))
-    await _drain(list(inflight.values()), drain_timeout_s)
-
-
-async def _closed(
-    driver: Driver,
-    load: ClosedLoop,
-    t0: float,
-    rec: _Recorder,
-    params: dict[str, Any],
-    slo_ms: float | None,
-    drain_timeout_s: float,
-) -> None:
-    loop = asyncio.get_running_loop()
-    counter = itertools.count()
-    end = t0 + load.duration_s
-    limit = load.max_requests if load.max_requests is not None else math.inf
-    slo = math.nan if slo_ms is None else float(slo_ms)
-    await asyncio.sleep(max(0.0, t0 - loop.time()))
-
-    async def worker() -> None:
-        while (now := loop.time()) < end:
-            i = next(counter)
-            if i >= limit:
-                return
-            if rec.progress is not None:
-                rec.progress.request_sent()
-            try:
-                reply = await driver.infer(i, params)
-            except asyncio.CancelledError:
-                rec.add(i, now, now, math.nan, "timeout", "", slo)
-                raise
-            except Exception as e:  # noqa: BLE001
-                rec.add(i, now, now, loop.time(), f"client_{type(e).__name__}", "", slo)
-                continue
-            rec.add(i, now, now, loop.time(), reply.error, reply.variant, slo)
-
-    tasks = [loop.create_task(worker()) for _ in range(load.concurrency)]
-    await _drain(tasks, load.duration_s + drain_timeout_s)
-
-
-async def _drain(tasks: list[asyncio.Task[None]], timeout_s: float) -> None:
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)

@@ -52,25 +52,36 @@ def timeline(run: Run, path: Path, *, title: str = "", bin_s: float | None = Non
     edges = _bins(run, bin_s)
     width = float(edges[1] - edges[0])
     mids = edges[:-1] + width / 2
-    ok = run.ok
-    lat = run.latency_ms
     fig, (ax_lat, ax_load, ax_mix) = plt.subplots(
         3, 1, figsize=(10, 8.5), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.3]}
     )
-    ax_lat.scatter(run.scheduled_s[ok], lat[ok], s=3, alpha=0.35, color="tab:blue", lw=0, label="request")
+    _latency_panel(ax_lat, run, edges, mids)
+    ax_lat.set_title(title or run.description)
+    _load_panel(ax_load, run, edges, mids, width)
+    _mix_panel(ax_mix, run, edges, mids)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _latency_panel(ax: Any, run: Run, edges: np.ndarray, mids: np.ndarray) -> None:
+    """Every request's latency (errors marked at the top), p50/p99 per time bin and the SLO."""
+    ok = run.ok
+    lat = run.latency_ms
+    ax.scatter(run.scheduled_s[ok], lat[ok], s=3, alpha=0.35, color="tab:blue", lw=0, label="request")
     idx = np.digitize(run.scheduled_s[ok], edges) - 1
     p50 = [np.percentile(lat[ok][idx == i], 50) if np.any(idx == i) else np.nan for i in range(len(mids))]
     p99 = [np.percentile(lat[ok][idx == i], 99) if np.any(idx == i) else np.nan for i in range(len(mids))]
-    ax_lat.plot(mids, p50, color="tab:green", lw=1.5, label="p50 per bin")
-    ax_lat.plot(mids, p99, color="tab:red", lw=1.5, label="p99 per bin")
+    ax.plot(mids, p50, color="tab:green", lw=1.5, label="p50 per bin")
+    ax.plot(mids, p99, color="tab:red", lw=1.5, label="p99 per bin")
     slo = run.slo_ms[~np.isnan(run.slo_ms)]
     if len(slo):
-        ax_lat.axhline(
-            float(np.median(slo)), color="black", ls="--", lw=1, label=f"SLO {np.median(slo):g} ms"
-        )
+        ax.axhline(float(np.median(slo)), color="black", ls="--", lw=1, label=f"SLO {np.median(slo):g} ms")
     if (~ok).any():
         top = float(np.nanmax(lat[ok])) * 1.2 if ok.any() else 1.0
-        ax_lat.scatter(
+        ax.scatter(
             run.scheduled_s[~ok],
             np.full((~ok).sum(), top),
             marker="x",
@@ -79,35 +90,39 @@ def timeline(run: Run, path: Path, *, title: str = "", bin_s: float | None = Non
             label=f"error ({(~ok).sum()})",
         )
     if ok.any() and np.nanmin(lat[ok]) > 0:
-        ax_lat.set_yscale("log")
-        ax_lat.yaxis.set_major_formatter(_plain())
-        ax_lat.yaxis.set_minor_formatter(_plain())
-    ax_lat.set_ylabel("latency (ms)")
-    _legend(ax_lat, loc="upper left", ncol=3)
-    ax_lat.set_title(title or run.description)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(_plain())
+        ax.yaxis.set_minor_formatter(_plain())
+    ax.set_ylabel("latency (ms)")
+    _legend(ax, loc="upper left", ncol=3)
+
+
+def _load_panel(ax: Any, run: Run, edges: np.ndarray, mids: np.ndarray, width: float) -> None:
+    """Offered load (arrivals/s) against throughput and errors per second."""
+    ok = run.ok
     offered = np.histogram(run.scheduled_s, edges)[0] / width
     served = np.histogram(run.done_s[ok], edges)[0] / width
     failed = np.histogram(run.done_s[~ok & ~np.isnan(run.done_s)], edges)[0] / width
-    ax_load.step(mids, offered, where="mid", color="tab:gray", label="offered (arrivals/s)")
-    ax_load.plot(mids, served, color="tab:blue", label="throughput (responses/s)")
+    ax.step(mids, offered, where="mid", color="tab:gray", label="offered (arrivals/s)")
+    ax.plot(mids, served, color="tab:blue", label="throughput (responses/s)")
     if failed.any():
-        ax_load.plot(mids, failed, color="tab:red", label="errors/s")
-    ax_load.set_ylabel("requests/s")
-    _legend(ax_load, loc="upper left", ncol=3)
+        ax.plot(mids, failed, color="tab:red", label="errors/s")
+    ax.set_ylabel("requests/s")
+    _legend(ax, loc="upper left", ncol=3)
+
+
+def _mix_panel(ax: Any, run: Run, edges: np.ndarray, mids: np.ndarray) -> None:
+    """The fraction of each variant among the answers per time bin."""
+    ok = run.ok
     variants = sorted({str(v) for v in run.variant[ok]}) or ["(none)"]
     counts = np.array([np.histogram(run.done_s[ok & (run.variant == v)], edges)[0] for v in variants], float)
     totals = counts.sum(axis=0)
     frac = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    ax_mix.stackplot(mids, frac, labels=variants, step="mid", alpha=0.8)
-    ax_mix.set_ylim(0, 1)
-    ax_mix.set_ylabel("variant mix")
-    ax_mix.set_xlabel("time since start (s)")
-    _legend(ax_mix, loc="upper left", ncol=max(1, len(variants)))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.stackplot(mids, frac, labels=variants, step="mid", alpha=0.8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("variant mix")
+    ax.set_xlabel("time since start (s)")
+    _legend(ax, loc="upper left", ncol=max(1, len(variants)))
 
 
 def cdf(

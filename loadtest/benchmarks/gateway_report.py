@@ -1,13 +1,22 @@
-"""Markdown for the ``gateway`` benchmark section (measurement lives in ``gateway.py``). Figures are linked
-relative to ``docs/``, where the sections are concatenated into BENCHMARKS.md."""
+"""Markdown for the ``gateway`` benchmark section (measurement lives in ``gateway.py``, the tables in
+``gateway_tables.py``). Figures are linked relative to ``docs/``, where the sections are concatenated into
+BENCHMARKS.md."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.benchmarks.common import Measured, fmt, kept, md_table, median
+from loadtest.benchmarks.common import Measured, fmt, median
+from loadtest.benchmarks.gateway_tables import (
+    RawBaseline,
+    batching_section,
+    kept_median,
+    main_table,
+    raw_median,
+    raw_section,
+)
 from loadtest.benchmarks.raw import RawWindow
 
 # the issues' targets: (issue 4, issue 3)
@@ -19,18 +28,6 @@ TRITON_REFERENCE = (
     "16, "
     "and added 3.6 ms at concurrency 1 with dynamic batching on (measured earlier, quoted from issue 4; not "
     "re-measured here)"
-)
-MAIN_HEAD = (
-    "path",
-    "saturated seq/s",
-    "x raw best batch",
-    "p50 at c=1 (ms)",
-    "added p50 vs raw batch 1 (ms)",
-    "p99 at c=1 (ms)",
-    "generator CPU at saturation (cores)",
-    "gateway CPU at saturation (cores)",
-    "mean batch (rows)",
-    "windows kept/dropped",
 )
 
 
@@ -61,90 +58,14 @@ class Setup:
     windows_s: tuple[float, float, float, float]  # raw, concurrency 1, loaded, warm-up of loaded
 
 
-def _m(ms: list[Measured], f: Callable[[Measured], float | None]) -> float | None:
-    good, _ = kept(ms)
-    return median(f(m) for m in good)
-
-
-def _raw(ws: list[RawWindow], f: Callable[[RawWindow], float]) -> float | None:
-    return median(f(w) for w in ([w for w in ws if not w.disturbed] or ws))
-
-
-def _windows(ms: Sequence[Measured | RawWindow]) -> str:
-    return f"{sum(not m.disturbed for m in ms)}/{sum(m.disturbed for m in ms)}"
-
-
-def _p(ms: list[Measured], q: str) -> float | None:
-    return _m(ms, lambda m: m.summary.latency_ms[q])
-
-
-def _minus(a: float | None, b: float | None) -> float | None:
-    return a - b if a is not None and b is not None else None
-
-
 def render(results: Results, figures: dict[str, Path], setup: Setup) -> str:
-    raw_tput = {b: _raw(ws, lambda w: w.throughput_per_s) for b, ws in results.raw.items()}
-    best_b = max((b for b in raw_tput if raw_tput[b]), key=lambda b: raw_tput[b] or 0.0)
-    best = raw_tput[best_b] or 0.0
-    raw_p50 = _raw(results.raw[1], lambda w: w.p50_ms)
-    all_raw = [w for ws in results.raw.values() for w in ws]
-    rows = [
-        [
-            "raw onnxruntime in-process",
-            f"{best:.1f} (batch {best_b})",
-            "1.00x",
-            fmt(raw_p50, ".2f"),
-            "-",
-            fmt(_raw(results.raw[1], lambda w: w.p99_ms), ".2f"),
-            "-",
-            "-",
-            "-",
-            _windows(all_raw),
-        ]
-    ]
-    ratios: dict[str, float | None] = {}
-    added: dict[str, float | None] = {}
-    for proto, sat in results.saturated.items():
-        lat = results.c1[proto]
-        tput = _m(sat, lambda m: m.summary.throughput_per_s)
-        ratios[proto] = tput / best if tput and best else None
-        added[proto] = _minus(_p(lat, "p50"), raw_p50)
-        cpu = [
-            fmt(_m(sat, lambda m: m.generator_cores), ".2f"),
-            fmt(_m(sat, lambda m: m.server_cores), ".2f"),
-        ]
-        rows.append(
-            [
-                f"gateway, {proto}",
-                fmt(tput),
-                fmt(ratios[proto], ".3f", "x"),
-                fmt(_p(lat, "p50"), ".2f"),
-                fmt(added[proto], "+.2f"),
-                fmt(_p(lat, "p99"), ".2f"),
-                *cpu,
-                fmt(_m(sat, lambda m: m.mean_batch_rows), ".1f"),
-                f"{_windows(sat)} + {_windows(lat)}",
-            ]
-        )
-    shipped = results.c1_shipped
-    rows.append(
-        [
-            "gateway, grpc, shipped config",
-            "-",
-            "-",
-            fmt(_p(shipped, "p50"), ".2f"),
-            fmt(_minus(_p(shipped, "p50"), raw_p50), "+.2f"),
-            fmt(_p(shipped, "p99"), ".2f"),
-            "-",
-            "-",
-            "-",
-            _windows(shipped),
-        ]
-    )
+    base = RawBaseline.of(results.raw)
+    ratios = {proto: base.ratio(sat) for proto, sat in results.saturated.items()}
+    added = {proto: base.added_p50_ms(results.c1[proto]) for proto in results.saturated}
     parts = [
         "## Gateway vs raw onnxruntime: MiniLM int8, sequence length 64\n",
         _intro(setup),
-        md_table(MAIN_HEAD, rows),
+        main_table(results.raw, results.c1, results.saturated, results.c1_shipped, base),
         _machine(results),
     ]
     if any(all(m.disturbed for m in ms) for ms in results.all_points() if ms):
@@ -153,16 +74,11 @@ def render(results: Results, figures: dict[str, Path], setup: Setup) -> str:
             "medians include disturbed windows; rerun on a quiet machine."
         )
     parts.append(f"\n![latency CDF at concurrency 1](benchmarks/{figures['c1'].name})\n")
-    parts.append(_batching(results.c16, figures))
+    parts.append(batching_section(results.c16, figures))
     if results.demo is not None:
         parts.append(_demo(results.demo, figures))
-    parts += [_targets(ratios, added, best, best_b), _limits(results, best_b), _checks(results)]
-    raw_rows = [
-        [str(b), fmt(raw_tput[b]), fmt(_raw(ws, lambda w: w.p50_ms), ".2f"), _windows(ws)]
-        for b, ws in results.raw.items()
-    ]
-    head = ["batch", "rows/s", "p50 per run (ms)", "windows kept/dropped"]
-    parts.append("\n### Raw onnxruntime by batch size\n\n" + md_table(head, raw_rows))
+    parts += [_targets(ratios, added, base.best, base.best_batch), _limits(results, base.best_batch)]
+    parts += [_checks(results), raw_section(results.raw, base)]
     return "\n".join(parts) + "\n"
 
 
@@ -182,34 +98,6 @@ def _intro(s: Setup) -> str:
         "inputs) in the benchmark process, sharing the 2 cores with the gateway. Saturation = concurrency "
         f"{s.saturation}. Medians over undisturbed windows; ratios are ratios of medians.\n"
     )
-
-
-def _batching(c16: dict[str, list[Measured]], figures: dict[str, Path]) -> str:
-    head = [
-        "gRPC, concurrency 16",
-        "seq/s",
-        "p50 (ms)",
-        "p99 (ms)",
-        "mean batch (rows)",
-        "generator CPU (cores)",
-        "gateway CPU (cores)",
-        "windows kept/dropped",
-    ]
-    rows = [
-        [
-            f"batching {cfg}",
-            fmt(_m(ms, lambda m: m.summary.throughput_per_s)),
-            fmt(_p(ms, "p50")),
-            fmt(_p(ms, "p99")),
-            fmt(_m(ms, lambda m: m.mean_batch_rows), ".1f"),
-            fmt(_m(ms, lambda m: m.generator_cores), ".2f"),
-            fmt(_m(ms, lambda m: m.server_cores), ".2f"),
-            _windows(ms),
-        ]
-        for cfg, ms in c16.items()
-    ]
-    figure = f"![CDF at concurrency 16](benchmarks/{figures['c16'].name})"
-    return f"\n### Dynamic batching on vs off, concurrency 16\n\n{md_table(head, rows)}\n\n{figure}\n"
 
 
 def _demo(demo: Measured, figures: dict[str, Path]) -> str:
@@ -268,17 +156,17 @@ def _machine(results: Results) -> str:
 
 
 def _limits(results: Results, best_b: int) -> str:
-    raw_ms = _raw(results.raw[best_b], lambda w: 1000.0 * w.cpu_cores / w.throughput_per_s)
+    raw_ms = raw_median(results.raw[best_b], lambda w: 1000.0 * w.cpu_cores / w.throughput_per_s)
 
     def per_seq(ms: list[Measured], cores: Callable[[Measured], float]) -> float | None:
-        return _m(ms, lambda m: 1000.0 * cores(m) / m.summary.throughput_per_s)
+        return kept_median(ms, lambda m: 1000.0 * cores(m) / m.summary.throughput_per_s)
 
     sat = results.saturated.items()
     gateway = ", ".join(f"{fmt(per_seq(ms, lambda m: m.server_cores), '.2f')} ms over {p}" for p, ms in sat)
     generator = ", ".join(
         f"{fmt(per_seq(ms, lambda m: m.generator_cores), '.2f')} ms over {p}" for p, ms in sat
     )
-    c16 = {cfg: _m(ms, lambda m: m.mean_batch_rows) for cfg, ms in results.c16.items()}
+    c16 = {cfg: kept_median(ms, lambda m: m.mean_batch_rows) for cfg, ms in results.c16.items()}
     return "\n".join(
         [
             "\n### What limits it\n",

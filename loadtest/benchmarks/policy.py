@@ -22,15 +22,15 @@ import asyncio
 import math
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest import arrivals, payloads
 from loadtest.benchmarks import common
+from loadtest.benchmarks.policy_report import POLICIES, Calibration, Row, table, verdict
 from loadtest.clients import Driver, make_driver
 from loadtest.engine import ClosedLoop, OpenLoop, execute
 from loadtest.metrics_check import parse, scrape
-from loadtest.report import Summary, summarize
+from loadtest.report import summarize
 from loadtest.server import GatewayProcess
 from varigate.contract.card import read_card
 from varigate.contract.layout import MODEL_NAME_SEPARATOR, VERSION_DIR
@@ -38,29 +38,10 @@ from varigate.contract.layout import MODEL_NAME_SEPARATOR, VERSION_DIR
 COMMAND = "python -m loadtest.benchmarks --only policy"
 LOGICAL, SEQ_LEN, PROTOCOL = "minilm", 64, "grpc"
 POISSON_S, BURST_S, STEP_S, WARMUP_S = 6.0, 20.0, 12.0, 1.0  # shortened to keep the section near 6 min
-POLICIES = ("static fp32", "static int8", "INFaaS-style", "varigate")
 BASELINE_ARGS = ("--policy", "infaas", "--shadow-fraction", "0")
 VARIGATE_ARGS = ("--policy", "slo", "--slo-infeasible", "shed")
 CALIBRATION_PROBES, PROBE_S = 5, 4.0
 TIMEOUT_S = 5.0  # a request not answered in 5 s is a miss anyway: cap the backlog's drain
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    p99_b1_ms: float
-    slo_ms: int
-    tight_slo_ms: int
-    capacity_per_s: float
-    steps: tuple[tuple[float, float, float], ...]  # probes: (rate/s, SLO attainment, p99 ms)
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    slo_ms: int
-    load: str
-    policy: str
-    summary: Summary
-    loss: float
 
 
 def _loads(c: float, burst_s: float = BURST_S) -> list[tuple[str, arrivals.Piecewise, float, float]]:
@@ -194,20 +175,19 @@ def _gateway_state(metrics_url: str) -> dict[str, list[str]]:
     return out
 
 
-def _mix(s: Summary) -> str:
-    total = sum(s.variants.values())
-    return (
-        ", ".join(f"{v.split('.', 1)[-1]} {k / total:.0%}" for v, k in sorted(s.variants.items()))
-        if total
-        else "-"
-    )
-
-
 def render(
     cal: Calibration, rows: list[Row], losses: dict[str, float], state: dict[str, list[str]], payload: str
 ) -> str:
-    f = common.fmt
-    lines = [
+    lines = _intro(cal, losses, payload)
+    lines += [table(rows), ""]
+    lines += verdict(rows)
+    lines += ["", _state(state), ""]
+    return "\n".join(lines)
+
+
+def _intro(cal: Calibration, losses: dict[str, float], payload: str) -> list[str]:
+    """The heading, how the section ran, the calibration and the card losses."""
+    return [
         "## Variant selection under load (issue 5)",
         "",
         (
@@ -227,73 +207,15 @@ def render(
         "Card losses: " + ", ".join(f"{m} {v:.3%}" for m, v in sorted(losses.items())) + ".",
         "",
     ]
-    head = [
-        "SLO",
-        "load",
-        "policy",
-        "SLO attainment",
-        "goodput /s",
-        "accuracy loss",
-        "p50 ms",
-        "p99 ms",
-        "switches /min",
-        "errors",
-        "mix",
-    ]
-    table = []
-    for r in rows:
-        s = r.summary
-        flag = "*" if s.steal_fraction > 0.05 or s.other_cores > 0.25 else ""
-        table.append(
-            [
-                f"{r.slo_ms}",
-                r.load + flag,
-                r.policy,
-                "-" if s.slo_attainment is None else f"{s.slo_attainment:.1%}",
-                f(s.goodput_per_s),
-                "-" if math.isnan(r.loss) else f"{r.loss:.3%}",
-                f(s.latency_ms["p50"], ".0f"),
-                f(s.latency_ms["p99"], ".0f"),
-                f(s.variant_switches / max(s.span_s, 1e-9) * 60, ".0f"),
-                str(sum(s.errors.values())) if s.errors else "0",
-                _mix(s),
-            ]
-        )
-    lines += [common.md_table(head, table), ""]
-    lines += _verdict(rows)
-    lines += [
-        "",
+
+
+def _state(state: dict[str, list[str]]) -> str:
+    return (
         "varigate gateway at the end of the run: dominated (left out) "
         + (", ".join(state["dominated"]) or "none")
         + "; demoted "
         + (", ".join(state["demoted"]) or "none")
         + "; ceiling switches "
         + ("; ".join(state["switches"]) or "none")
-        + ".",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _verdict(rows: list[Row]) -> list[str]:
-    """The issue's targets, checked against what was measured (main SLO, loads up to 1.6 C and bursts)."""
-    main = max(r.slo_ms for r in rows)
-    target = [r for r in rows if r.slo_ms == main and not r.load.startswith("step")]
-    ours = [r for r in target if r.policy == "varigate"]
-    worst = min((r.summary.slo_attainment or 0.0 for r in ours), default=math.nan)
-    loss = max((r.loss for r in ours if not math.isnan(r.loss)), default=math.nan)
-    misses = {
-        p: sum(
-            r.summary.arrivals - round((r.summary.slo_attainment or 0) * r.summary.arrivals)
-            for r in target
-            if r.policy == p
-        )
-        for p in POLICIES
-    }
-    fewer = all(misses["varigate"] < misses[p] for p in POLICIES if p != "varigate")
-    return [
-        f"Targets at SLO {main} ms, Poisson up to 1.6 C and bursts: lowest varigate attainment {worst:.1%} "
-        f"(target >= 99 %), highest varigate accuracy loss {loss:.3%} (target <= 1 %), misses per policy "
-        + ", ".join(f"{p} {m}" for p, m in misses.items())
-        + f" (fewer than every baseline: {'yes' if fewer else 'no'}).",
-    ]
+        + "."
+    )

@@ -123,6 +123,25 @@ def table(
     points: dict[tuple[str, int], Point],
     batches: list[int],
 ) -> str:
+    out = _measured_table(cards, points, batches)
+    checks = _targets(logical, cards, points)
+    if checks:
+        out += "\n\nTargets (sequence length 64, batch 8):\n" + "\n".join(checks)
+    ladders = [
+        line for v, (card, _) in cards.items() if len(card.gate.attempts) > 1 for line in _ladder(card)
+    ]
+    if ladders:
+        out += (
+            "\n\nFallback ladders walked at build time (from the cards; the last rung tried is the one "
+            "shipped):\n"
+        )
+        out += "\n".join(ladders)
+    return out
+
+
+def _measured_table(
+    cards: dict[str, tuple[VariantCard, Path]], points: dict[tuple[str, int], Point], batches: list[int]
+) -> str:
     b_mid = 8 if 8 in batches else batches[len(batches) // 2]
     head = [
         "variant",
@@ -136,36 +155,42 @@ def table(
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, (card, _) in cards.items():
-        acc = f"{card.accuracy.metric} {card.accuracy.value:.4f}"
-        if "nn_top1_agreement" in card.accuracy.extra:
-            acc += f", NN agreement {card.accuracy.extra['nn_top1_agreement']:.3f}"
-        gate = (
-            "reference"
-            if v == REFERENCE_VARIANT
-            else f"{card.accuracy.relative_loss:+.2%} (limit {card.gate.max_relative_loss:.0%})"
-        )
-        lat = [f"{x:.2f}" if (x := _med(points[(v, b)].p50_ms)) else "-" for b in batches]
-        ratios = [f"{r:.2f}x" if (r := _ratio(points, v, b)) else "-" for b in batches]
-        kept = sum(len(points[(v, b)].throughput) for b in batches)
-        dropped = sum(points[(v, b)].dropped for b in batches)
-        tput = _med(points[(v, b_mid)].throughput)
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    card.model_name,
-                    f"{card.size_bytes / 1e6:.1f}",
-                    acc,
-                    gate,
-                    *lat,
-                    f"{tput:.0f}" if tput else "-",
-                    *ratios,
-                    f"{kept}/{dropped}",
-                ]
-            )
-            + " |"
-        )
-    out = "\n".join(lines)
+        lines.append("| " + " | ".join(_row(v, card, points, batches, b_mid)) + " |")
+    return "\n".join(lines)
+
+
+def _row(
+    v: str, card: VariantCard, points: dict[tuple[str, int], Point], batches: list[int], b_mid: int
+) -> list[str]:
+    acc = f"{card.accuracy.metric} {card.accuracy.value:.4f}"
+    if "nn_top1_agreement" in card.accuracy.extra:
+        acc += f", NN agreement {card.accuracy.extra['nn_top1_agreement']:.3f}"
+    gate = (
+        "reference"
+        if v == REFERENCE_VARIANT
+        else f"{card.accuracy.relative_loss:+.2%} (limit {card.gate.max_relative_loss:.0%})"
+    )
+    lat = [f"{x:.2f}" if (x := _med(points[(v, b)].p50_ms)) else "-" for b in batches]
+    ratios = [f"{r:.2f}x" if (r := _ratio(points, v, b)) else "-" for b in batches]
+    kept = sum(len(points[(v, b)].throughput) for b in batches)
+    dropped = sum(points[(v, b)].dropped for b in batches)
+    tput = _med(points[(v, b_mid)].throughput)
+    return [
+        card.model_name,
+        f"{card.size_bytes / 1e6:.1f}",
+        acc,
+        gate,
+        *lat,
+        f"{tput:.0f}" if tput else "-",
+        *ratios,
+        f"{kept}/{dropped}",
+    ]
+
+
+def _targets(
+    logical: str, cards: dict[str, tuple[VariantCard, Path]], points: dict[tuple[str, int], Point]
+) -> list[str]:
+    """The issue's targets for ``logical``, one line each: met, missed, not built or not measured."""
     checks = []
     for (lm, v), (min_ratio, min_cos) in TARGETS.items():
         if lm != logical:
@@ -186,18 +211,7 @@ def table(
             if r
             else f"- {lm}.{v}: no measurement"
         )
-    if checks:
-        out += "\n\nTargets (sequence length 64, batch 8):\n" + "\n".join(checks)
-    ladders = [
-        line for v, (card, _) in cards.items() if len(card.gate.attempts) > 1 for line in _ladder(card)
-    ]
-    if ladders:
-        out += (
-            "\n\nFallback ladders walked at build time (from the cards; the last rung tried is the one "
-            "shipped):\n"
-        )
-        out += "\n".join(ladders)
-    return out
+    return checks
 
 
 def _ladder(card: VariantCard) -> list[str]:
