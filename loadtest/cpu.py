@@ -1,4 +1,5 @@
-"""CPU disturbance monitor: hypervisor steal and other processes' CPU during a measurement window.
+"""The CPU a measurement ran on, and a disturbance monitor: hypervisor steal and other processes' CPU
+during a measurement window.
 
 This machine is shared; a window in which the hypervisor stole CPU, or other processes used a
 noticeable share of it, is recorded as disturbed and dropped from the quoted medians.
@@ -13,6 +14,34 @@ from pathlib import Path
 from typing import Self
 
 _HZ = os.sysconf("SC_CLK_TCK")
+# the flags that change how int8 and bf16 kernels run (the machines vary: read them, never assume them)
+KERNEL_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def describe() -> str:
+    """The CPU as /proc/cpuinfo names it, with the kernel-relevant flags it has and lacks."""
+    model, flags = "unknown CPU", frozenset[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = frozenset(value.split())
+    except OSError:
+        pass
+    has = ", ".join(f for f in KERNEL_FLAGS if f in flags) or "none of them"
+    lacks = ", ".join(f for f in KERNEL_FLAGS if f not in flags) or "none"
+    return f"{model} (flags read from /proc/cpuinfo at run time: has {has}; lacks {lacks})"
 
 
 def _stat() -> tuple[int, int, int]:

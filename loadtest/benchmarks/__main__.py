@@ -19,9 +19,11 @@ SECTIONS = {
 DOCS = Path("docs")
 HEADER = """# Benchmarks
 
-Every number here was measured on this project's 2-core machine (AMD EPYC with AVX-512 VNNI and BF16: the
-brief says "AVX2 without VNNI", the CPU flags say otherwise), side by side in one run,
-and is reproduced by the command quoted with each table. The machine is shared: each measurement
+Every number here was measured on one of this project's shared 2-core machines, side by side in one run,
+and is reproduced by the command quoted with each table. The CPU differs between machines (int8 runs
+several times faster with VNNI or AMX than with AVX2 alone), so each section names the CPU and the
+kernel-relevant flags its run read from /proc/cpuinfo: ratios within a section compare, absolute times
+across sections do not. Each measurement
 window records the hypervisor's CPU steal and other processes' CPU use; disturbed windows are dropped
 and medians of the rest are quoted. Compare ratios, not absolute times.
 """

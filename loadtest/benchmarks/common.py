@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest import cpu
 from loadtest.clients import Driver
 from loadtest.cpu import Monitor, Window, process_cpu_s
 from loadtest.engine import ClosedLoop, OpenLoop, Run, execute
@@ -36,7 +37,8 @@ from varigate.contract.layout import (
 
 
 def today() -> str:
-    return datetime.date.today().isoformat()
+    """The date and the CPU of this run, for every section's "Command: ..." line."""
+    return f"{datetime.date.today().isoformat()}, on {cpu.describe()}"
 
 
 def ensure_variants(repository: Path, logical: str, variants: Sequence[str]) -> None:

@@ -9,7 +9,6 @@ card's sequence length for transformers): dense kernels' speed does not depend o
 from __future__ import annotations
 
 import argparse
-import datetime
 import random
 import statistics
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.benchmarks import common
 from loadtest.cpu import Monitor
 from varigate.contract.card import CARD_FILENAME, BatchProfile, VariantCard, read_card
 from varigate.contract.layout import BUILD_REPORT_FILENAME, model_file, model_name
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> str:
     parts = [
         "## Variants: accuracy and onnxruntime throughput, side by side\n",
         f"Command: `{COMMAND}` (after `varigate compress default --out {repo}`), "
-        f"{datetime.date.today().isoformat()}, {args.rounds} interleaved rounds of {WINDOW_S}s windows per "
+        f"{common.today()}, {args.rounds} interleaved rounds of {WINDOW_S}s windows per "
         "point, "
         "onnxruntime CPU provider with 2 intra-op threads. Accuracy columns come from the variant cards "
         "(embedder: mean cosine to fp32 on the held-out text set; classifier: top-1 on the held-out split).",
