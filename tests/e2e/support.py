@@ -3,9 +3,10 @@ free loopback ports, over a tiny but real ONNX repository; readiness is polled, 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,13 @@ async def timed(call: Any) -> tuple[float, Any]:
     except InferenceServerException as e:
         result = e
     return time.monotonic() - t0, result
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 50 ms until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -15,18 +15,9 @@ import tritonclient.http as th
 import tritonclient.http.aio as tha
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.support import GatewayProcess, tiny_batch
+from tests.e2e.support import GatewayProcess, tiny_batch, until
 from tests.e2e.test_e2e_scheduling import grpc_inputs, http_inputs, wait_pending
 from tests.fixtures.tinyrepo import add_version, tiny_reference
-
-
-async def _until(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_poll_mode_reload_under_traffic(start_gateway: Any) -> None:
@@ -67,22 +58,22 @@ async def test_poll_mode_reload_under_traffic(start_gateway: Any) -> None:
         async def serving(version: str) -> bool:
             return bool(seen) and seen[-1] == version and seen[-10:].count(version) == len(seen[-10:])
 
-        await _until(lambda: serving("1"), 10, "version 1 traffic")
+        await until(lambda: serving("1"), 10, "version 1 traffic")
         await asyncio.to_thread(add_version, gw.repository, "tiny.fp32", 2)
-        await _until(lambda: serving("2"), 15, "the switch to version 2")
+        await until(lambda: serving("2"), 15, "the switch to version 2")
 
         async def refused_v3() -> bool:
             index = await http.get_model_repository_index()
             return any(m["name"] == "tiny.fp32" and m.get("reason") for m in index)
 
         await asyncio.to_thread(add_version, gw.repository, "tiny.fp32", 3, broken=True)
-        await _until(refused_v3, 15, "the broken version 3 to be refused")
+        await until(refused_v3, 15, "the broken version 3 to be refused")
         served_before = len(seen)
 
         async def more_traffic() -> bool:
             return len(seen) > served_before + 20
 
-        await _until(more_traffic, 10, "traffic after the refusal")
+        await until(more_traffic, 10, "traffic after the refusal")
         stop.set()
         await asyncio.gather(*tasks)
         assert await http.is_model_ready("tiny.fp32", "2") and not await http.is_model_ready("tiny.fp32", "3")
