@@ -19,7 +19,7 @@ echo "[run] building the quick variants into $REPO (built ones are skipped)"
 SERVE=$!
 # setsid: the build gets its own process group, so stopping it stops its workers too
 setsid bash -c '
-    .venv/bin/varigate compress minilm --out "$1" 2>&1 | sed -u "s/^/[build] /"
+    PYTHONUNBUFFERED=1 .venv/bin/varigate compress minilm --out "$1" 2>&1 | sed -u "s/^/[build] /"
     rc=${PIPESTATUS[0]}
     if [ "$rc" = 0 ]; then echo "[run] background build finished: every variant that passed its gate is served"
     else echo "[run] background build stopped (exit $rc); the gateway serves what was built"; fi
