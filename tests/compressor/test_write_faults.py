@@ -151,3 +151,20 @@ def test_disk_full_mid_write_leaves_the_repository_byte_identical(
     assert "File too large" in failed.stderr
     assert tree_digest(repo) == before
     assert not staging_root(repo).exists()  # the failed write cleaned up after itself
+
+
+def test_a_build_killed_between_variants_resumes_where_it_stopped(source: Path, tmp_path: Path) -> None:
+    """What a Ctrl-C of the main job's background build leaves: the next run keeps what landed (not even
+    its card is rewritten) and builds only what is missing."""
+    repo = tmp_path / "model_repository"
+    int8_staged = ("os.mkdir", "tiny.int8.pid{pid}.&&/1", 1, "kill")  # fp32 landed, int8 being staged
+    killed = compress(source, repo, ["--variants", "fp32", "int8"], int8_staged)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert_complete(repo / "tiny.fp32")
+    assert not (repo / "tiny.int8").exists()
+    landed = tree_digest(repo / "tiny.fp32")
+    again = compress(source, repo, ["--variants", "fp32", "int8"])
+    assert again.returncode == 0, again.stderr
+    assert tree_digest(repo / "tiny.fp32") == landed  # skipped, byte for byte
+    assert_complete(repo / "tiny.int8")
+    assert not staging_root(repo).exists()
