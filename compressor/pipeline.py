@@ -3,9 +3,10 @@
 It iterates the recipes (``compressor.recipes``) and owns file I/O: each recipe's ladder is handed its
 upstream's ONNX file from the pipeline's own work directory, never from the repository being written.
 Variants already in the repository with the same build key are skipped (re-running is idempotent); an
-upstream that is up to date but needed by a variant being rebuilt is built again in the work directory
-(deterministically, so the same file). A variant that fails its gate along the whole fallback ladder is
-left out and the reason recorded in ``<repo>/varigate_build.json``.
+upstream that is up to date but needed by a variant being rebuilt is taken from the artefact cache
+(``compressor.artefacts``: every gated result, keyed by build key) or, on a miss, built again in the work
+directory (deterministically, so the same file). A variant that fails its gate along the whole fallback
+ladder is left out and the reason recorded in ``<repo>/varigate_build.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor import evaluate, recipes
+from compressor.artefacts import ArtefactCache
 from compressor.config import BuildConfig
 from compressor.gate import Gated, GateFailed, Judge
 from compressor.passes import int8_dynamic
@@ -53,6 +55,7 @@ class _Run:
         self.keys: dict[str, str] = {}
         self.cards: dict[str, VariantCard] = {}
         self._made: dict[str, Gated | SkipVariant | GateFailed] = {}
+        self.cache = ArtefactCache.from_env(log)
 
     def name(self, variant: str) -> str:
         return model_name(self.source.logical_model, variant)
@@ -76,6 +79,19 @@ class _Run:
         return made
 
     def _make(self, recipe: Recipe) -> Gated:
+        cached = self.cache.load(self.key(recipe), self.work, recipe.variant) if self.cache else None
+        if cached is not None:
+            self.log(f"{self.name(recipe.variant)}: from the artefact cache ({self.key(recipe)[:12]})")
+            if recipe.upstream is None:
+                return self.judge.reference(cached.result)  # the judge needs the reference's outputs
+            self.make(recipes.recipe(REFERENCE_VARIANT))  # the card's loss is against the reference
+            return cached
+        made = self._build(recipe)
+        if self.cache:
+            self.cache.store(self.key(recipe), made)
+        return made
+
+    def _build(self, recipe: Recipe) -> Gated:
         upstream = self._upstream(recipe.upstream) if recipe.upstream else None
         candidates = recipe.ladder(Inputs(self.source, upstream, self.work, self.config, self.log))
         if recipe.upstream is None:
