@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from compressor.config import BuildConfig
@@ -110,23 +115,49 @@ def _sources(args: argparse.Namespace, config: BuildConfig) -> list[Source]:
     return out
 
 
+@contextlib.contextmanager
+def _term_unwinds() -> Iterator[None]:
+    """SIGTERM (how scripts/run.sh stops the background build) unwinds like Ctrl-C: staging is cleaned
+    and each open progress display ends with state=stopped; the exit status stays 128 + 15."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _say(text: str) -> None:
+    """The summary on stdout, each line behind VARIGATE_LOG_PREFIX (scripts/run.sh sets "[build] ")."""
+    from compressor.progress import prefix
+
+    print("\n".join(prefix() + line for line in text.split("\n")), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    from compressor import pipeline, report
+    from compressor import curves, pipeline, progress, report
     from compressor.repository import check_writable
 
+    log = (lambda s: None) if args.quiet else progress.write
     t0 = time.monotonic()
     try:
+        progress.mode()  # a mistyped VARIGATE_PROGRESS(_SECS) fails here, before any compute
+        progress.interval()
         config = _config(args)
         check_writable(args.out)  # before any compute
-        sources = _sources(args, config)
         summaries: list[tuple[Source, list[VariantResult]]] = []
-        for source in sources:
-            results = pipeline.build(source, args.out, config, log)
-            summaries.append((source, results))
+        with _term_unwinds(), progress.silenced() if args.quiet else contextlib.nullcontext():
+            for source in _sources(args, config):
+                summaries.append((source, pipeline.build(source, args.out, config, log)))
     except Exception as e:
         from compressor.passes.export import ExportError
         from compressor.repository import RepositoryError
@@ -136,16 +167,19 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(e, known):
             raise
         msg = str(e).strip().splitlines()
-        print(f"varigate compress: error: {' '.join(m.strip() for m in msg[:3])}", file=sys.stderr)
+        text = " ".join(m.strip() for m in msg[:3])
+        print(f"{progress.prefix()}varigate compress: error: {text}", file=sys.stderr)
         return 1
     plot_dir = args.plot_dir or args.out
     for source, results in summaries:
-        print(f"\n{source.logical_model}  ({args.out})")
-        print(report.table(results))
+        _say(f"\n{source.logical_model}  ({args.out})\n{report.table(results)}")
         png = report.plot(results, plot_dir / f"{source.logical_model}_accuracy_latency.png")
         if png:
-            print(f"plot: {png}")
-    print(f"\ndone in {time.monotonic() - t0:.0f} s")
+            _say(f"plot: {png}")
+        png = curves.plot(results, plot_dir / f"{source.logical_model}_learning_curves.png")
+        if png:
+            _say(f"learning curves: {png}")
+    _say(f"\ndone in {time.monotonic() - t0:.0f} s")
     failed = [
         r
         for _, rs in summaries

@@ -9,7 +9,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from compressor import progress
+
 Feeds = dict[str, np.ndarray]
+PROGRESS_MIN_BATCHES = 8  # fewer batches than this pass too quickly to need a display
 
 
 class Session(Protocol):
@@ -28,10 +31,22 @@ def session(path: Path, threads: int = 2) -> Session:
     return sess
 
 
-def run_batches(path: Path, batches: Sequence[Feeds], threads: int = 2) -> np.ndarray:
-    """First output of the model over every batch, concatenated along the batch axis."""
+def run_batches(path: Path, batches: Sequence[Feeds], threads: int = 2, what: str = "evaluate") -> np.ndarray:
+    """First output of the model over every batch, concatenated along the batch axis.
+
+    Over more than ``PROGRESS_MIN_BATCHES`` batches a progress task ``<what> <file stem>`` shows it."""
     sess = session(path, threads)
-    outs = [np.asarray(sess.run(None, feeds)[0], dtype=np.float32) for feeds in batches]
+    outs: list[np.ndarray] = []
+    name, quiet = f"{what} {path.stem}", len(batches) <= PROGRESS_MIN_BATCHES
+    shown = (
+        progress.Task(name, len(batches), "batch", display="off")
+        if quiet
+        else progress.task(name, len(batches), "batch")
+    )
+    with shown:
+        for feeds in batches:
+            outs.append(np.asarray(sess.run(None, feeds)[0], dtype=np.float32))
+            shown.update()
     return np.concatenate(outs, axis=0)
 
 

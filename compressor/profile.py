@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from compressor import progress
 from compressor.config import ProfileConfig
 from compressor.evaluate import session
 from varigate.contract.card import BatchProfile
@@ -60,26 +61,37 @@ def time_runs(run: Callable[[], Any], warmup: int, min_iterations: int, max_seco
 
 
 def profile(
-    path: Path, feeds_for: Callable[[int], Feeds], max_batch: int, config: ProfileConfig
+    path: Path,
+    feeds_for: Callable[[int], Feeds],
+    max_batch: int,
+    config: ProfileConfig,
+    name: str | None = None,
 ) -> tuple[list[BatchProfile], dict[str, Any]]:
+    """Latency per batch size; a progress task ``profile <name>`` (default: the file's stem) shows it."""
     sess = session(path, config.intra_op_threads)
     points: list[BatchProfile] = []
+    sizes = batch_sizes(max_batch, config.batch_sizes)
     steal0, total0 = cpu_times()
-    for bs in batch_sizes(max_batch, config.batch_sizes):
-        feeds = feeds_for(bs)
-        times = time_runs(
-            partial(sess.run, None, feeds), config.warmup, config.min_iterations, config.max_seconds_per_batch
-        )
-        ms = np.asarray(times) * 1000.0
-        points.append(
-            BatchProfile(
-                batch_size=bs,
-                p50_ms=float(np.percentile(ms, 50)),
-                p99_ms=float(np.percentile(ms, 99)),
-                throughput_per_s=float(bs * len(times) / np.sum(times)),
-                samples=len(times),
+    with progress.task(f"profile {name or path.stem}", len(sizes), unit="bs") as shown:
+        for bs in sizes:
+            feeds = feeds_for(bs)
+            times = time_runs(
+                partial(sess.run, None, feeds),
+                config.warmup,
+                config.min_iterations,
+                config.max_seconds_per_batch,
             )
-        )
+            ms = np.asarray(times) * 1000.0
+            points.append(
+                BatchProfile(
+                    batch_size=bs,
+                    p50_ms=float(np.percentile(ms, 50)),
+                    p99_ms=float(np.percentile(ms, 99)),
+                    throughput_per_s=float(bs * len(times) / np.sum(times)),
+                    samples=len(times),
+                )
+            )
+            shown.update(bs=bs, p50_ms=points[-1].p50_ms)
     steal1, total1 = cpu_times()
     conditions = {
         "intra_op_threads": config.intra_op_threads,

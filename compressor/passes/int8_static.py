@@ -33,6 +33,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict, Field
 
+from compressor import progress
 from compressor.passes.base import Feeds, PassResult
 
 NAME = "int8 static QDQ (calibrated)"
@@ -108,20 +109,8 @@ def _quantize(
             raise ValueError(
                 f"nodes_to_exclude names nodes {unknown} not in {src_onnx.name} (after pre-processing)"
             )
-        quantize_static(
-            str(model_in),
-            str(dst_onnx),
-            calibration_data_reader=_Reader(batches),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=config.op_types_to_quantize,
-            per_channel=config.per_channel,
-            reduce_range=config.reduce_range,
-            activation_type=QuantType[config.activation_type],
-            weight_type=QuantType[config.weight_type],
-            nodes_to_exclude=excluded,
-            calibrate_method=CalibrationMethod[config.calibrate_method],
-            extra_options=extra,
-        )
+        with progress.task(f"calibrate {dst_onnx.stem}", len(batches), unit="batch") as shown:
+            _quantize_static(model_in, dst_onnx, _Reader(batches, shown), config, excluded, extra)
     return {
         **config.model_dump(),
         "quant_format": "QDQ",
@@ -131,6 +120,30 @@ def _quantize(
         "calibration_batches": len(batches),
         "calibration_batch_size": len(next(iter(batches[0].values()))),
     }
+
+
+def _quantize_static(
+    model_in: Path,
+    dst_onnx: Path,
+    reader: _Reader,
+    config: Int8StaticConfig,
+    excluded: list[str],
+    extra: dict[str, Any],
+) -> None:
+    quantize_static(
+        str(model_in),
+        str(dst_onnx),
+        calibration_data_reader=reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=config.op_types_to_quantize,
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        activation_type=QuantType[config.activation_type],
+        weight_type=QuantType[config.weight_type],
+        nodes_to_exclude=excluded,
+        calibrate_method=CalibrationMethod[config.calibrate_method],
+        extra_options=extra,
+    )
 
 
 def fallback_configs(base: Int8StaticConfig) -> list[Int8StaticConfig]:
@@ -217,14 +230,18 @@ def _uniform(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]
 
 
 class _Reader(CalibrationDataReader):  # type: ignore[misc]
-    """onnxruntime's calibration reader over a list of feed dicts."""
+    """onnxruntime's calibration reader over a list of feed dicts; each batch read advances ``shown``
+    (a second pass after ``rewind`` is not counted again)."""
 
-    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
-        self._batches = batches
+    def __init__(self, batches: list[dict[str, np.ndarray]], shown: progress.Task | None = None) -> None:
+        self._batches, self._shown = batches, shown
         self._it: Iterator[dict[str, np.ndarray]] = iter(batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
+        batch = next(self._it, None)
+        if batch is not None and self._shown is not None and self._shown.done < len(self._batches):
+            self._shown.update()
+        return batch
 
     def rewind(self) -> None:
         self._it = iter(self._batches)

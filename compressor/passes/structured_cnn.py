@@ -16,7 +16,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,12 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
-# Parameter-free layers that keep the channel axis where it is (pruning passes through them).
-_PASS_THROUGH = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardswish,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity,
-)  # fmt: skip
-_NORMS = (nn.BatchNorm2d, nn.BatchNorm1d)
+from compressor import progress
+from compressor.passes.cnn_cuts import (
+    NORMS,
+    PASS_THROUGH,
+    count_params,
+    cut_downstream,
+    cut_out,
+    input_shapes,
+)
+from compressor.passes.learning_curve import Curve, TeacherCosine
+
 # The fallback ladder, per attempt: (epoch multiplier, share of base's cut still cut).
 _LADDER = ((1.0, 1.0), (2.0, 1.0), (2.0, 0.75), (3.0, 0.5))
 LADDER_LENGTH = len(_LADDER)
@@ -98,15 +103,15 @@ def prune(
     names = [n for n, _ in student.named_children()]
     layers = [m for _, m in student.named_children()]
     for name, layer in zip(names, layers, strict=True):
-        if not isinstance(layer, (nn.Conv2d, nn.Linear, nn.Flatten, *_NORMS, *_PASS_THROUGH)):
+        if not isinstance(layer, (nn.Conv2d, nn.Linear, nn.Flatten, *NORMS, *PASS_THROUGH)):
             raise TypeError(f"cannot prune layer {name!r} of type {type(layer).__name__}")
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:
             raise ValueError(f"cannot prune grouped conv {name!r} (groups={layer.groups})")
-    shapes = _input_shapes(student, example)
+    shapes = input_shapes(student, example)
     weighted = [i for i, m in enumerate(layers) if isinstance(m, (nn.Conv2d, nn.Linear))]
     if not weighted:
         raise ValueError("model has no Conv2d or Linear layer to prune")
-    params_before = _count(student)
+    params_before = count_params(student)
     kept: dict[str, dict[str, int]] = {}
     for i in weighted[:-1]:  # the last weighted layer produces the model's output: never cut
         layer = layers[i]
@@ -119,20 +124,30 @@ def prune(
             continue
         importance = layer.weight.detach().abs().reshape(n_out, -1).sum(dim=1)
         keep = torch.sort(torch.topk(importance, k).indices).values
-        _cut_out(layer, keep)
-        _cut_downstream(layers, names, shapes, i, keep)
+        cut_out(layer, keep)
+        cut_downstream(layers, names, shapes, i, keep)
         kept[names[i]] = {"before": n_out, "after": k}
-    return student, {"kept": kept, "params_before": params_before, "params_after": _count(student)}
+    return student, {"kept": kept, "params_before": params_before, "params_after": count_params(student)}
 
 
 def distil(
-    teacher: nn.Module, student: nn.Module, unlabelled: np.ndarray, config: StructuredCnnConfig
+    teacher: nn.Module,
+    student: nn.Module,
+    unlabelled: np.ndarray,
+    config: StructuredCnnConfig,
+    curve: Curve | None = None,
+    validation: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Train ``student`` in place to match ``teacher``'s softened logits on augmented unlabelled images."""
+    """Train ``student`` in place to match ``teacher``'s softened logits on augmented unlabelled images.
+
+    One learning-curve point per epoch goes into ``curve``: the epoch's mean loss and the mean cosine
+    to the teacher's logits on each ``validation`` set (default: up to 256 training images, unaugmented)."""
     if len(unlabelled) == 0:
         raise ValueError("distillation data is empty: need unlabelled images of shape (N, C, H, W)")
     data = torch.from_numpy(np.ascontiguousarray(unlabelled, dtype=np.float32))
     teacher = teacher.eval()
+    curve = curve if curve is not None else Curve()
+    score = TeacherCosine(teacher, validation if validation is not None else {"train": unlabelled[:256]})
     gen = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(data) // config.batch_size)
     opt = torch.optim.Adam(student.parameters(), lr=config.lr)
@@ -142,26 +157,32 @@ def distil(
     losses: list[float] = []
     started = time.monotonic()
     student.train()
-    for _ in range(config.epochs):
-        losses = []
-        perm = torch.randperm(len(data), generator=gen)
-        for start in range(0, len(data), config.batch_size):
-            x = _augment(data[perm[start : start + config.batch_size]], config, gen)
-            with torch.no_grad():
-                soft_targets = F.softmax(teacher(x) / t, dim=1)
-            log_probs = F.log_softmax(student(x) / t, dim=1)
-            loss = F.kl_div(log_probs, soft_targets, reduction="batchmean") * t * t
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
+    with progress.task(f"distil cnn (attempt {curve.attempt})", config.epochs * steps_per_epoch) as shown:
+        for _ in range(config.epochs):
+            losses = []
+            perm = torch.randperm(len(data), generator=gen)
+            for start in range(0, len(data), config.batch_size):
+                x = _augment(data[perm[start : start + config.batch_size]], config, gen)
+                with torch.no_grad():
+                    soft_targets = F.softmax(teacher(x) / t, dim=1)
+                log_probs = F.log_softmax(student(x) / t, dim=1)
+                loss = F.kl_div(log_probs, soft_targets, reduction="batchmean") * t * t
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                curve.loss(losses[-1])
+                shown.update(loss=losses[-1])
+            curve.point(shown.done, score(student))
+            shown.set(**curve.latest())
     student.eval()
     return {
         "epochs": config.epochs,
         "final_loss": float(np.mean(losses)) if losses else None,
         "distil_seconds": round(time.monotonic() - started, 3),
         "samples": len(data),
+        "learning_curve": curve.as_settings(),
     }
 
 
@@ -190,19 +211,30 @@ def ladder(base: StructuredCnnConfig, attempt: int) -> StructuredCnnConfig:
 
 
 def prune_and_distil(
-    teacher: nn.Module, unlabelled: np.ndarray, config: StructuredCnnConfig
+    teacher: nn.Module,
+    unlabelled: np.ndarray,
+    config: StructuredCnnConfig,
+    attempt: int = 0,
+    validation: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of ``teacher`` and distil it; the teacher is left untouched."""
     with seeded_torch(config.seed, config.threads):
         example = torch.from_numpy(np.ascontiguousarray(unlabelled[:2], dtype=np.float32))
         student, info = prune(teacher, example, config)
-        info.update(distil(teacher, student, unlabelled, config))
+        info.update(distil(teacher, student, unlabelled, config, Curve(attempt), validation))
     info["settings"] = config.model_dump()
     return student, info
 
 
-def make_structured(unlabelled: np.ndarray, defaults: dict[str, Any] | None = None) -> StructuredFn:
-    """The ``Source.structured`` callable: settings override ``defaults``; ``attempt`` walks the ladder."""
+def make_structured(
+    unlabelled: np.ndarray,
+    defaults: dict[str, Any] | None = None,
+    validation: Mapping[str, np.ndarray] | None = None,
+) -> StructuredFn:
+    """The ``Source.structured`` callable: settings override ``defaults``; ``attempt`` walks the ladder.
+
+    ``validation`` names the image sets the learning curve scores (e.g. ``{"heldout": images}``); without
+    it, the curve scores the first 256 distillation images, unaugmented, as ``train``."""
     base_defaults = dict(defaults or {})
     StructuredCnnConfig.model_validate(base_defaults)  # fail at source build time on a bad key
 
@@ -210,7 +242,7 @@ def make_structured(unlabelled: np.ndarray, defaults: dict[str, Any] | None = No
         teacher: nn.Module, settings: dict[str, Any], attempt: int
     ) -> tuple[nn.Module, dict[str, Any]]:
         base = StructuredCnnConfig.model_validate({**base_defaults, **(settings or {})})
-        student, info = prune_and_distil(teacher, unlabelled, ladder(base, attempt))
+        student, info = prune_and_distil(teacher, unlabelled, ladder(base, attempt), attempt, validation)
         info["attempt"] = attempt
         return student, info
 
@@ -221,62 +253,6 @@ def _kept_count(n_out: int, ratio: float, config: StructuredCnnConfig) -> int:
     m = config.channel_multiple
     k = m * max(1, math.floor(n_out * ratio / m + 0.5))
     return min(n_out, max(config.min_channels, k))
-
-
-def _input_shapes(model: nn.Sequential, example: torch.Tensor) -> list[tuple[int, ...]]:
-    """Shape of the tensor entering each child, from one forward pass."""
-    shapes: list[tuple[int, ...]] = []
-    x = example
-    with torch.no_grad():
-        for layer in model.children():
-            shapes.append(tuple(x.shape))
-            x = layer(x)
-    return shapes
-
-
-def _cut_out(layer: nn.Conv2d | nn.Linear, keep: torch.Tensor) -> None:
-    layer.weight = nn.Parameter(layer.weight.detach()[keep].clone())
-    if layer.bias is not None:
-        layer.bias = nn.Parameter(layer.bias.detach()[keep].clone())
-    if isinstance(layer, nn.Conv2d):
-        layer.out_channels = len(keep)
-    else:
-        layer.out_features = len(keep)
-
-
-def _cut_downstream(
-    layers: list[nn.Module], names: list[str], shapes: list[tuple[int, ...]], i: int, keep: torch.Tensor
-) -> None:
-    """Follow the cut channels forward to the next weighted layer, adjusting norms and in-features."""
-    index = keep
-    for j in range(i + 1, len(layers)):
-        layer = layers[j]
-        if isinstance(layer, _NORMS):
-            _cut_norm(layer, index)
-        elif isinstance(layer, nn.Flatten):
-            spatial = int(np.prod(shapes[j][2:])) if len(shapes[j]) > 2 else 1
-            index = (index[:, None] * spatial + torch.arange(spatial)[None, :]).reshape(-1)
-        elif isinstance(layer, nn.Conv2d):
-            layer.weight = nn.Parameter(layer.weight.detach()[:, index].clone())
-            layer.in_channels = len(index)
-            return
-        elif isinstance(layer, nn.Linear):
-            if layer.in_features != shapes[j][-1]:
-                raise ValueError(f"layer {names[j]!r} expects {layer.in_features} inputs, sees {shapes[j]}")
-            layer.weight = nn.Parameter(layer.weight.detach()[:, index].clone())
-            layer.in_features = len(index)
-            return
-    raise ValueError(f"layer {names[i]!r} feeds no later Conv2d or Linear")
-
-
-def _cut_norm(norm: nn.BatchNorm1d | nn.BatchNorm2d, index: torch.Tensor) -> None:
-    if norm.affine:
-        norm.weight = nn.Parameter(norm.weight.detach()[index].clone())
-        norm.bias = nn.Parameter(norm.bias.detach()[index].clone())
-    if norm.running_mean is not None and norm.running_var is not None:
-        norm.running_mean = norm.running_mean[index].clone()
-        norm.running_var = norm.running_var[index].clone()
-    norm.num_features = len(index)
 
 
 def _augment(x: torch.Tensor, config: StructuredCnnConfig, gen: torch.Generator) -> torch.Tensor:
@@ -293,7 +269,3 @@ def _augment(x: torch.Tensor, config: StructuredCnnConfig, gen: torch.Generator)
     if config.noise_std > 0:
         x = x + torch.randn(x.shape, generator=gen) * config.noise_std
     return x.clamp(0.0, 1.0)
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
