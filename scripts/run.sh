@@ -17,10 +17,12 @@ echo "[run] building the quick variants into $REPO (built ones are skipped)"
 .venv/bin/varigate serve --repository "$REPO" --model-control-mode poll \
     --repository-poll-secs "$POLL_SECS" "$@" &
 SERVE=$!
-# setsid: the build gets its own process group, so stopping it stops its workers too
+# setsid: the build gets its own process group, so stopping it stops its workers too. It prefixes its own
+# lines with [build] (no pipe: on a terminal its progress bars redraw in place; otherwise it writes a
+# parseable progress line every VARIGATE_PROGRESS_SECS seconds, see compressor/progress.py).
 setsid bash -c '
-    PYTHONUNBUFFERED=1 .venv/bin/varigate compress minilm --out "$1" 2>&1 | sed -u "s/^/[build] /"
-    rc=${PIPESTATUS[0]}
+    VARIGATE_LOG_PREFIX="[build] " PYTHONUNBUFFERED=1 .venv/bin/varigate compress minilm --out "$1"
+    rc=$?
     if [ "$rc" = 0 ]; then echo "[run] background build finished: every variant that passed its gate is served"
     else echo "[run] background build stopped (exit $rc); the gateway serves what was built"; fi
 ' build "$REPO" &
