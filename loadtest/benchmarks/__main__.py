@@ -1,6 +1,7 @@
 """``python -m loadtest.benchmarks [--only SECTION ...]``: regenerate docs/BENCHMARKS.md.
 
-Sections run in order; ``--only`` re-runs some and keeps the others' last results.
+Sections run in order; ``--only`` re-runs some and keeps the others' last results. ``first-run`` (a clean
+clone's ``scripts/run.sh``, timed: about 45 minutes, 6-8 with ``--first-run quick``) runs only when named.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ SECTIONS = {
     "gateway": "loadtest.benchmarks.gateway",
     "policy": "loadtest.benchmarks.policy",
     "overload": "loadtest.benchmarks.overload",
+    "first-run": "loadtest.benchmarks.first_run",
 }
+DEFAULT = [name for name in SECTIONS if name != "first-run"]  # what a run without --only re-runs
 DOCS = Path("docs")
 HEADER = """# Benchmarks
 
@@ -35,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repository", type=Path, default=Path("model_repository"))
     p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds per point")
     p.add_argument("--docs", type=Path, default=DOCS)
+    p.add_argument("--first-run", choices=["full", "quick"], default="full", help="first-run: the mode")
+    p.add_argument("--commit", default="HEAD", help="first-run: the commit to clone")
     args = p.parse_args(argv)
     (args.docs / "benchmarks").mkdir(parents=True, exist_ok=True)
-    for name in args.only or list(SECTIONS):
+    for name in args.only or DEFAULT:
         print(f"== {name}", file=sys.stderr, flush=True)
         text = importlib.import_module(SECTIONS[name]).run(args)
         (args.docs / "benchmarks" / f"{name}.md").write_text(text)
