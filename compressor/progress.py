@@ -145,9 +145,9 @@ class Task:
                 mininterval=BAR_POSTFIX_SECS,
             )
             _open_bars += 1
+            self._due = self._start  # the first fields show at once, then every BAR_POSTFIX_SECS
         elif self._display == "lines":
             self._emit(self._start, "running")
-        self._due = self._start + self._secs
         return self
 
     def __exit__(
