@@ -40,6 +40,7 @@ from loadtest.benchmarks.first_run_support import (
     Stopped,
     Timeline,
     Wheels,
+    start_group,
     stop_group,
     tagged,
     wheel_origins,
@@ -72,7 +73,7 @@ class Measurement:
     cpu: dict[str, float]
     stopped: Stopped
     build_report: dict[str, str] = field(default_factory=dict)  # minilm variant -> status
-    log_tail: list[str] = field(default_factory=list)
+    stop_log: list[str] = field(default_factory=list)  # the run's lines from its stop on
 
 
 def clone(commit: str, dest: Path) -> tuple[str, str]:
@@ -116,6 +117,12 @@ def _read_lines(stream: IO[bytes], log: IO[str], timeline: Timeline, t0: float) 
             print(f"   {t:7.1f} s  {name}", file=sys.stderr, flush=True)
 
 
+def stop_lines(lines: list[str], most: int = 12) -> list[str]:
+    """What the run printed once it was told to stop (from run.sh's "stopping" line), else its last lines."""
+    at = next((i for i, line in enumerate(lines) if "[run] stopping" in line), max(len(lines) - most, 0))
+    return lines[at : at + most]
+
+
 def _build_report(repo: Path) -> dict[str, str]:
     try:
         report = json.loads((repo / BUILD_REPORT_FILENAME).read_text()).get("minilm", {})
@@ -138,15 +145,7 @@ def measure(
         args = [f"--{p}-port={n}" for p, n in zip(("http", "grpc", "metrics"), ports, strict=True)]
         timeline, ledger = Timeline(), CpuLedger()
         t0 = time.monotonic()
-        proc = subprocess.Popen(
-            ["bash", "scripts/run.sh", *args],
-            cwd=tmp / "varigate",
-            env=fresh_env(tmp, tag),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = start_group(["bash", "scripts/run.sh", *args], tmp / "varigate", fresh_env(tmp, tag))
         assert proc.stdout is not None
         with (tmp / "run.log").open("w") as log:
             reader = threading.Thread(target=_read_lines, args=(proc.stdout, log, timeline, t0), daemon=True)
@@ -163,7 +162,7 @@ def measure(
                 stopped = stop_group(proc, tag)
                 probe.close()
             reader.join(timeout=10)
-        tail = (tmp / "run.log").read_text(errors="replace").splitlines()[-15:]
+        tail = stop_lines((tmp / "run.log").read_text(errors="replace").splitlines())
         pip_log = (tmp / "pip.log").read_text(errors="replace") if (tmp / "pip.log").exists() else ""
         return Measurement(
             sha,

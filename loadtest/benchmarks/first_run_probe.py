@@ -22,6 +22,12 @@ QUICK_VARIANTS = ("fp32", "int8")  # what scripts/run.sh builds before it serves
 HEAVY = tuple(v for v in VARIANTS if v not in QUICK_VARIANTS)  # built in the background
 SERVED_STATUSES = ("built", "up-to-date")
 TICK_S, SAMPLE_EVERY = 1.0, 5  # probe each second, a CPU window every five
+# gRPC's reconnect backoff (1 s, growing to 2 minutes) would delay seeing a gateway that starts listening
+_CHANNEL = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 250),
+]
 AFTER_BUILD_S = 60.0  # how long a variant the build wrote may take to be served after the build ends
 
 
@@ -30,7 +36,7 @@ class Probe:
         import tritonclient.grpc as tg
 
         self._tg, self.timeout_s = tg, timeout_s
-        self.client = tg.InferenceServerClient(url)
+        self.client = tg.InferenceServerClient(url, channel_args=_CHANNEL)
         request = sentences(1).requests[0]  # a real sentence, MiniLM's own token ids
         self.inputs = []
         for name, array in request.items():

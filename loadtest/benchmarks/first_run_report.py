@@ -16,6 +16,10 @@ TARGET_S = 360.0  # issue 11: a real MiniLM answer within 6 minutes of the start
 STOP_STATUS = 130  # scripts/run.sh's own exit after Ctrl-C (its INT trap)
 
 
+def _short(text: str, most: int = 80) -> str:
+    return text if len(text) <= most else text[: text.rfind(" ", 0, most)] + " …"
+
+
 def clock(t_s: float) -> str:
     return f"{t_s:.1f} s ({int(t_s // 60)}:{int(t_s % 60):02d})"
 
@@ -32,6 +36,13 @@ def verdicts(m: Measurement) -> list[str]:
             else f"**not met** ({clock(first) if first is not None else 'no answer'})."
         )
     ]
+    c = m.cpu
+    if c["windows"] and c["disturbed"] > c["windows"] / 2:
+        lines.append(
+            f"The machine was busy with other work ({c['disturbed']:.0f} of {c['windows']:.0f} windows "
+            f"disturbed, other processes {c['other_cores']:.2f} cores on average): these times are longer "
+            "than this run takes on a quiet machine."
+        )
     if not m.quick:
         built = [v for v in HEAVY if m.build_report.get(v) in SERVED_STATUSES]
         served = [v for v in built if f"served: {model_name(LOGICAL, v)}" in at]
@@ -59,6 +70,10 @@ def _stop_line(m: Measurement) -> str:
     )
 
 
+def _block(lines: list[str]) -> str:
+    return "```\n" + "\n".join(line.rstrip()[:160] for line in lines) + "\n```\n"
+
+
 def _machine_line(m: Measurement) -> str:
     c = m.cpu
     return (
@@ -78,7 +93,8 @@ def render(m: Measurement) -> str:
     w = m.wheels
     intro = (
         f"Command: `{COMMAND} --first-run {mode}`, {common.today()}. A `git clone` of `{m.commit[:10]}` "
-        f'("{m.subject[:90]}") into a temporary directory ({m.clone_s:.1f} s, before the clock starts), then '
+        f'("{_short(m.subject)}") into a temporary directory ({m.clone_s:.1f} s, before the clock starts), '
+        "then "
         "`bash scripts/run.sh --http-port=P --grpc-port=P --metrics-port=P` (free loopback ports) in its "
         "own process group, as a user starts it: no .venv, no model_repository, an empty pip cache "
         "(`PIP_CACHE_DIR`), an empty artefact cache and Hugging Face home. pip took torch from: "
@@ -98,6 +114,11 @@ def render(m: Measurement) -> str:
         table + "\n",
         *(v + "\n" for v in verdicts(m)),
         _stop_line(m) + "\n",
+        *(
+            ["What the run printed from its stop on (seconds from the start):\n", _block(m.stop_log)]
+            if m.stop_log
+            else []
+        ),
         _machine_line(m) + "\n",
         f"Why the watch ended: {m.ended}.\n",
     ]

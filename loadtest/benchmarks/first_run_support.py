@@ -169,6 +169,23 @@ class Stopped:
     strays: dict[int, str]  # tagged processes still alive after the grace period (then killed)
 
 
+def start_group(argv: list[str], cwd: Path | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``argv`` leading a process group (and session) of its own, output piped, SIGINT deliverable: a
+    measurement started in the background (nohup, ``&``) has SIGINT ignored, its children would inherit
+    that, and bash cannot trap a signal ignored on entry (a user's terminal delivers it)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # reset to the default in the child
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def stop_group(
     proc: subprocess.Popen[bytes], tag: str, timeout_s: float = 120.0, grace_s: float = 10.0
 ) -> Stopped:

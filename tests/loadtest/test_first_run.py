@@ -25,6 +25,7 @@ from loadtest.benchmarks.first_run_support import (
     CpuLedger,
     Stopped,
     Timeline,
+    start_group,
     stop_group,
     tagged,
     tree_jiffies,
@@ -160,12 +161,7 @@ def start_tree() -> Iterator[Callable[[str], tuple[subprocess.Popen[bytes], str]
     def start(on_int: str) -> tuple[subprocess.Popen[bytes], str]:
         tag = f"tree-{os.getpid()}-{len(tags)}"
         tags.append(tag)
-        proc = subprocess.Popen(
-            ["bash", "-c", TREE.format(on_int=on_int)],
-            env={**os.environ, TAG_ENV: tag},
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc = start_group(["bash", "-c", TREE.format(on_int=on_int)], None, {**os.environ, TAG_ENV: tag})
         assert proc.stdout is not None and proc.stdout.readline() == b"started\n"  # its trap is set
         proc.stdout.close()
         deadline = time.monotonic() + 30
@@ -186,6 +182,17 @@ def test_the_process_group_stop_leaves_nothing_behind(start_tree: Any) -> None:
     stopped = stop_group(proc, tag, timeout_s=30, grace_s=5)
     assert stopped == Stopped(130, stopped.seconds, {})
     assert tagged(tag) == {}
+
+
+def test_the_stop_reaches_a_run_started_from_a_background_job(start_tree: Any) -> None:
+    """Run under ``nohup ... &`` the measurement has SIGINT ignored; the run it starts must not inherit
+    that (bash could not trap it, and run.sh would never stop its build)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc, tag = start_tree('kill -TERM "$A" "$B"; wait')
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stop_group(proc, tag, timeout_s=30, grace_s=5).exit_code == 130
 
 
 def test_a_process_the_stop_missed_is_named_and_killed(start_tree: Any) -> None:
