@@ -7,8 +7,9 @@ EXTRAS="${1:-compress,test}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-# Debian packages some tests need (none yet beyond the base image); installed only when missing.
-APT_PACKAGES=()
+# Debian packages some tests need; installed only when missing. fortunes-min and fortunes: the general-English
+# text MiniLM's variants are gated on (compressor/english.py).
+APT_PACKAGES=(fortunes-min fortunes)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
