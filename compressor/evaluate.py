@@ -70,8 +70,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Score:
-    """Mean cosine similarity to the fp32 outputs, and top-1 nearest-neighbour agreement: for each
-    item, is its nearest other item the same under the variant's embeddings as under fp32's?"""
+    """Mean cosine similarity to the fp32 outputs (and its minimum, 1st and 5th percentiles), and top-1
+    nearest-neighbour agreement: for each item, is its nearest other item the same under the variant's
+    embeddings as under fp32's?"""
     if outputs.shape != reference.shape:
         raise ValueError(f"output shape {outputs.shape} differs from reference {reference.shape}")
     a, b = _unit(outputs), _unit(reference)
@@ -86,6 +87,7 @@ def fidelity(outputs: np.ndarray, reference: np.ndarray) -> Score:
         {
             "min_cosine": float(np.min(cos)),
             "p01_cosine": float(np.quantile(cos, 0.01)),
+            "p05_cosine": float(np.quantile(cos, 0.05)),
             "nn_top1_agreement": nn_agree,
         },
     )

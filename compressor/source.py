@@ -31,7 +31,8 @@ class Source:
     torch_module: torch.nn.Module | None
     # Used for the ONNX export trace (batch 2 at least so batch axes stay dynamic).
     example_inputs: Feeds
-    # Held-out evaluation set, as batches of feeds (never used for training or calibration).
+    # The primary held-out evaluation set (named ``eval_set``), as batches of feeds (never used for
+    # training or calibration).
     eval_batches: Sequence[Feeds]
     eval_labels: np.ndarray | None  # classification: labels aligned with the concatenated eval batches
     # Calibration set for static quantization (a few hundred rows, disjoint from eval).
@@ -50,6 +51,12 @@ class Source:
     structured: (
         Callable[[torch.nn.Module, dict[str, Any], int], tuple[torch.nn.Module, dict[str, Any]]] | None
     ) = None
+    # The primary held-out set's name, in the card's per-set figures and the gate's ``gated_on``.
+    eval_set: str = "heldout"
+    # More named held-out sets (e.g. MiniLM's {"english": ...}), disjoint from training like eval_batches.
+    # An embedding candidate is scored on every set and gated on the worst; classification uses only the
+    # primary set (its labels).
+    extra_eval: dict[str, Sequence[Feeds]] = field(default_factory=dict)
     # Identity of the source for build keys (weights hash, dataset seed, ...).
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
