@@ -12,7 +12,7 @@ from files that Debian installs (``scripts/setup.sh`` installs the packages):
 - **Train**: the quotes of the remaining fortune files (``fortunes-min``'s ``literature`` and ``riddles``
   and the ``fortunes`` package's files) and the DESCRIPTION sections of the English manual pages in
   ``/usr/share/man/man{1,5,7,8}/*.gz`` (the top-level sections only, so no translations; ``gcloud-*``
-  pages, 16 000 generated near-copies, are skipped), read with ``gzip`` and stripped of roff markup.
+  pages, 16 631 generated near-copies, are skipped), read with ``gzip`` and stripped of roff markup.
 
 Only the plain files directly in the fortunes directory are read: the offensive ``off/`` directory, the
 ``.dat`` indexes, the ``.u8`` links, the pictures (``art``, ``ascii-art``) and the Latin of
