@@ -119,7 +119,11 @@ def _structured(inputs: Inputs) -> Iterator[PassResult]:
     settings = config.structured.get(src.logical_model, {})
     for attempt in range(config.structured_attempts):
         step = structured.StructuredConfig(src.structured, settings, attempt)
-        yield structured.run(model, step, inputs.work / f"structured{attempt}.onnx")
+        try:
+            made = structured.run(model, step, inputs.work / f"structured{attempt}.onnx")
+        except structured.NoMoreRungs:
+            return
+        yield made
 
 
 def _no_settings(source: Source, config: BuildConfig) -> dict[str, Any]:

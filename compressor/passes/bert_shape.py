@@ -71,6 +71,20 @@ def embedder(model: nn.Module) -> Embedder:
     return cast(Embedder, model)
 
 
+def keep_layers(model: nn.Module, keep: list[int]) -> None:
+    """Keep only the encoder layers at ``keep`` (teacher indices, in order): the rest are dropped, the
+    model's config says how many remain, so an export holds only those layers."""
+    found = cast(nn.ModuleList, model.get_submodule("bert.encoder.layer"))
+    n = len(found)
+    if not keep or sorted(set(keep)) != list(keep) or keep[0] < 0 or keep[-1] >= n:
+        raise ValueError(f"keep_layers must be increasing indices in 0..{n - 1}, got {keep}")
+    encoder = model.get_submodule("bert.encoder")
+    encoder.layer = nn.ModuleList([found[i] for i in keep])
+    config = getattr(model.get_submodule("bert"), "config", None)
+    if config is not None:
+        config.num_hidden_layers = len(keep)
+
+
 def embedding_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     return model.get_submodule("bert.embeddings").parameters()
 

@@ -17,6 +17,12 @@ from compressor.passes import export
 from compressor.passes.base import PassResult, TorchModel
 
 NAME = "structured prune + distil"
+
+
+class NoMoreRungs(Exception):
+    """The routine's fallback ladder is shorter than the attempts asked for: the ladder ends here."""
+
+
 Routine = Callable[[Any, dict[str, Any], int], tuple[Any, dict[str, Any]]]
 
 

@@ -1,16 +1,23 @@
-"""Structured pruning of a BERT encoder's attention heads and FFN neurons, then distillation from fp32.
+"""Structured cuts of a BERT encoder (whole layers, attention heads, FFN neurons), then distillation.
 
-Importance ("taylor" or "magnitude") and allocation ("per_layer" or "global", units of all layers
-ranked together) are ``transformer_importance``'s.
+A cut keeps ``keep_layers`` of the teacher's encoder layers (all by default) and, in each kept layer,
+``keep_heads_per_layer`` heads and ``keep_ffn_per_layer`` FFN neurons. Importance ("taylor" or
+"magnitude") and allocation ("per_layer" or "global", units of all layers ranked together) are
+``transformer_importance``'s; heads and neurons are scored after layers are dropped.
 
-Pruning is physical: query/key/value lose output rows, the attention output projection loses input
-columns, the intermediate dense loses rows, the FFN output dense loses columns, and ``num_attention_heads``
-/ ``all_head_size`` are updated, so the exported ONNX graph really is smaller.
+Pruning is physical: dropped layers leave the ``ModuleList``; query/key/value lose output rows, the
+attention output projection loses input columns, the intermediate dense loses rows, the FFN output dense
+loses columns, and ``num_attention_heads`` / ``all_head_size`` are updated, so the exported ONNX graph
+really is smaller.
 
-Distillation (dropout off, embedding tables frozen, AdamW with warm-up and cosine decay) minimises
-``1 - cos`` between the student's and the teacher's final embeddings plus the MSE between every layer's
-hidden states over the real tokens (the hidden size is unchanged, so layers align one to one), on
-length-bucketed batches of unlabelled sentences. Seeded throughout: same inputs, same student.
+The student is then distilled from the teacher (``transformer_distil``) on every named text set given
+(docstrings, general English, ...): each set is shuffled, its first ``validation_size`` sentences are
+held out of training as that set's validation split, and training batches alternate between the sets.
+Seeded throughout: same inputs, same student.
+
+The fallback ladder (``ladder``) walks the speed/fidelity frontier measured on 2-core x86 machines
+(docs/BENCHMARKS.md, "Structured cuts"): each rung is a cut that is slower than the one before and kept
+fidelity better in that measurement.
 
 The model must look like ``compressor.sources.minilm.MiniLMEmbedder``: ``.bert.encoder.layer[i]`` BERT
 layers, ``hidden_states(input_ids, attention_mask, all_layers)`` and ``pool(hidden, attention_mask)``.
@@ -19,38 +26,43 @@ layers, ``hidden_states(input_ids, attention_mask, all_layers)`` and ``pool(hidd
 from __future__ import annotations
 
 import copy
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.nn import functional as F
 
 from compressor.passes import transformer_importance as importance
-from compressor.passes.bert_shape import embedder, embedding_parameters, prune_ffn, prune_heads
+from compressor.passes.bert_shape import keep_layers, prune_ffn, prune_heads
 from compressor.passes.bert_shape import layers as _layers
+from compressor.passes.structured import NoMoreRungs
 from compressor.passes.structured_cnn import seeded_torch
+from compressor.passes.transformer_distil import Validation, distil
 
 Batch = importance.Batch
-Progress = Callable[[int, float, nn.Module], None]
+Texts = Sequence[str] | Mapping[str, Sequence[str]]
 StructuredFn = Callable[[nn.Module, dict[str, Any], int], tuple[nn.Module, dict[str, Any]]]
-# The ladder: (distillation-step multiplier, share of the default cut that is still cut) per attempt.
-_LADDER = ((1.0, 1.0), (1.5, 0.75), (2.0, 0.5), (2.0, 0.25))
-LADDER_LENGTH = len(_LADDER)
 
 
 class StructuredTransformerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    keep_heads_per_layer: int | list[int] = Field(
-        6, description="Attention heads kept in each layer (one int for all layers, or one per layer)."
+    keep_layers: list[int] | None = Field(
+        None,
+        description="Teacher encoder layers the student keeps, in order (None: all). Each kept layer is "
+        "distilled towards the teacher layer it came from.",
     )
-    keep_ffn_per_layer: int | list[int] = Field(
-        768, description="FFN (intermediate) neurons kept in each layer (one int, or one per layer)."
+    keep_heads_per_layer: int | list[int] | None = Field(
+        None,
+        description="Attention heads kept in each kept layer (one int for all, one per kept layer, or None: "
+        "all).",
+    )
+    keep_ffn_per_layer: int | list[int] | None = Field(
+        None,
+        description="FFN (intermediate) neurons kept in each kept layer (one int, one per layer, or None).",
     )
     allocation: Literal["global", "per_layer"] = Field(
         "global",
@@ -70,11 +82,9 @@ class StructuredTransformerConfig(BaseModel):
     importance_batches: int = Field(
         16, ge=1, description="Batches of train text used to score heads and neurons."
     )
-    distil_steps: int = Field(
-        2500, ge=0, description="Distillation optimizer steps (about 0.2 s each on 2 quiet cores with bf16)."
-    )
+    distil_steps: int = Field(4000, ge=0, description="Most distillation optimizer steps.")
     batch_size: int = Field(32, ge=1, description="Sentences per distillation (and scoring) batch.")
-    lr: float = Field(1e-3, gt=0.0, description="Peak AdamW learning rate.")
+    lr: float = Field(5e-4, gt=0.0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     warmup_fraction: float = Field(
         0.06, ge=0.0, lt=1.0, description="Share of the steps with linear LR warm-up."
@@ -83,77 +93,103 @@ class StructuredTransformerConfig(BaseModel):
     embedding_loss_weight: float = Field(
         1.0, ge=0.0, description="Weight of (1 - cosine) on final embeddings."
     )
-    hidden_loss_weight: float = Field(2.0, ge=0.0, description="Weight of the per-layer hidden-state MSE.")
+    hidden_loss_weight: float = Field(
+        2.0, ge=0.0, description="Weight of the hidden-state MSE of matched layers."
+    )
     train_embeddings: bool = Field(
         False,
         description="Also train the token/position embeddings (5x slower steps: a dense 30522x384 update).",
     )
+    validation_size: int = Field(
+        256, ge=0, description="Sentences of each text set held out of training to watch the student."
+    )
+    eval_every: int = Field(250, ge=1, description="Steps between validation scores (learning curve).")
+    target_cosine: float | None = Field(
+        None, gt=0.0, le=1.0, description="Stop once the worse validation set reaches this mean cosine."
+    )
+    patience: int = Field(
+        4, ge=0, description="Stop after this many validations without a gain of min_delta (0: never)."
+    )
+    min_delta: float = Field(0.0005, ge=0.0, description="Smallest validation gain that counts.")
     bf16: bool | None = Field(
         None,
         description="Distil under bfloat16 autocast (about 2x faster where the CPU has AVX512-BF16; "
         "fp32 master weights). None = on exactly when torch reports AVX512-BF16 support.",
     )
+    fallbacks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The fallback ladder after attempt 0: each rung overrides these settings (a cut, a "
+        "budget). A source sets it from the frontier it measured.",
+    )
     seed: int = Field(0, description="Seed for scoring projections, batch order and the torch RNG.")
     threads: int = Field(2, ge=1, description="torch intra-op threads while scoring and distilling.")
 
 
-def ladder(
-    base: StructuredTransformerConfig, attempt: int, n_heads: int, n_ffn: int
-) -> StructuredTransformerConfig:
-    """Config for fallback ``attempt``: 0 = base; then distil longer and cut less (see ``_LADDER``)."""
-    if not 0 <= attempt < LADDER_LENGTH:
-        raise ValueError(f"structured fallback attempt {attempt} out of range 0..{LADDER_LENGTH - 1}")
-    step_mult, cut_share = _LADDER[attempt]
-
-    def soften(keep: int | list[int], full: int) -> int | list[int]:
-        def less(k: int) -> int:
-            return round(full - (full - k) * cut_share)
-
-        return [less(k) for k in keep] if isinstance(keep, list) else less(keep)
-
-    heads, ffn = soften(base.keep_heads_per_layer, n_heads), soften(base.keep_ffn_per_layer, n_ffn)
-    steps = round(base.distil_steps * step_mult)
-    return base.model_copy(
-        update={"distil_steps": steps, "keep_heads_per_layer": heads, "keep_ffn_per_layer": ffn}
-    )
+def ladder(base: StructuredTransformerConfig, attempt: int) -> StructuredTransformerConfig:
+    """Config for fallback ``attempt``: 0 = base; then ``base.fallbacks`` in order."""
+    if not 0 <= attempt <= len(base.fallbacks):
+        raise ValueError(f"structured fallback attempt {attempt} out of range 0..{len(base.fallbacks)}")
+    if attempt == 0:
+        return base
+    return StructuredTransformerConfig.model_validate({**base.model_dump(), **base.fallbacks[attempt - 1]})
 
 
 def apply(
     teacher: nn.Module,
     tokenizer: Any,
-    train_texts: Sequence[str],
+    texts: Texts,
     config: StructuredTransformerConfig,
-    progress: Progress | None = None,
+    name: str = "distil",
+    attempt: int = 0,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Score, prune and distil a copy of ``teacher``; the teacher is left untouched (and in eval mode).
-    ``progress(step, loss, student)`` is called after every distillation step (logging, learning curves)."""
-    if len(train_texts) < config.batch_size:
-        raise ValueError(f"need at least batch_size={config.batch_size} train texts, got {len(train_texts)}")
-    layers = _layers(teacher)
-    n_heads, n_ffn = layers[0].attention.self.num_attention_heads, layers[0].intermediate.dense.out_features
-    keep_heads = _per_layer(config.keep_heads_per_layer, len(layers), n_heads, "heads")
-    keep_ffn = _per_layer(config.keep_ffn_per_layer, len(layers), n_ffn, "FFN")
+    """Cut and distil a copy of ``teacher`` (left untouched, in eval mode) on ``texts`` (one list, or
+    named sets); ``name`` labels the progress display."""
+    sets = (
+        {"train": list(texts)} if not isinstance(texts, Mapping) else {k: list(v) for k, v in texts.items()}
+    )
+    n_layers = len(_layers(teacher))
+    kept_layers = list(config.keep_layers) if config.keep_layers is not None else list(range(n_layers))
     started = time.monotonic()
     with seeded_torch(config.seed, config.threads):
         teacher.eval()
-        batches = _batches(tokenizer, train_texts, config)
+        train, validation = _split(tokenizer, sets, config)
+        if len(train) == 0:
+            raise ValueError(f"need at least batch_size={config.batch_size} train texts, got {sets.keys()}")
         student = copy.deepcopy(teacher).eval()
         params_before = _count(student)
+        keep_layers(student, kept_layers)
+        first = _layers(student)[0]
+        n_heads, n_ffn = first.attention.self.num_attention_heads, first.intermediate.dense.out_features
+        keep_heads = _per_layer(config.keep_heads_per_layer, len(kept_layers), n_heads, "heads")
+        keep_ffn = _per_layer(config.keep_ffn_per_layer, len(kept_layers), n_ffn, "FFN")
         if config.importance == "taylor":
             head_scores, ffn_scores = importance.taylor_scores(
-                student, batches[: config.importance_batches], config.seed
+                student, train[: config.importance_batches], config.seed
             )
         else:
             head_scores, ffn_scores = importance.magnitude_scores(student)
         kept_heads = importance.select(head_scores, keep_heads, config.min_heads_per_layer, config.allocation)
         kept_ffn = importance.select(ffn_scores, keep_ffn, config.min_ffn_per_layer, config.allocation)
         for layer, heads, neurons in zip(_layers(student), kept_heads, kept_ffn, strict=True):
-            prune_heads(layer, heads)
-            prune_ffn(layer, torch.tensor(neurons, dtype=torch.long))
+            if len(heads) < n_heads:
+                prune_heads(layer, heads)
+            if len(neurons) < n_ffn:
+                prune_ffn(layer, torch.tensor(neurons, dtype=torch.long))
         scored = time.monotonic()
-        losses = _distil(teacher, student, batches, config, progress)
+        outcome = distil(
+            teacher,
+            student,
+            train,
+            kept_layers,
+            config,
+            Validation(teacher, validation),
+            _use_bf16(config),
+            name,
+            attempt,
+        )
     finished = time.monotonic()
     return student.eval(), {
+        "kept_layers": kept_layers,
         "kept_heads": kept_heads,
         "heads_per_layer": [len(h) for h in kept_heads],
         "ffn_per_layer": [len(f) for f in kept_ffn],
@@ -161,40 +197,60 @@ def apply(
         "params_after": _count(student),
         "importance": config.importance,
         "allocation": config.allocation,
-        "distil_steps": len(losses),
+        "text_sets": {k: len(v) for k, v in sets.items()},
         "bf16": _use_bf16(config),
-        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        **outcome.info(),
         "score_seconds": round(scored - started, 2),
         "distil_seconds": round(finished - scored, 2),
         "settings": config.model_dump(),
     }
 
 
-def make_structured(
-    tokenizer: Any, train_texts: Sequence[str], defaults: dict[str, Any] | None = None
-) -> StructuredFn:
+def make_structured(tokenizer: Any, texts: Texts, defaults: dict[str, Any] | None = None) -> StructuredFn:
     """The ``Source.structured`` callable: settings override ``defaults``; ``attempt`` walks the ladder."""
     base_defaults = dict(defaults or {})
     StructuredTransformerConfig.model_validate(base_defaults)  # fail at source build time on a bad key
-    texts = list(train_texts)
+    kept: Texts = dict(texts) if isinstance(texts, Mapping) else list(texts)
 
     def structured(
         teacher: nn.Module, settings: dict[str, Any], attempt: int
     ) -> tuple[nn.Module, dict[str, Any]]:
         base = StructuredTransformerConfig.model_validate({**base_defaults, **(settings or {})})
-        first = _layers(teacher)[0]
-        config = ladder(
-            base, attempt, first.attention.self.num_attention_heads, first.intermediate.dense.out_features
-        )
-        student, info = apply(teacher, tokenizer, texts, config)
+        if attempt > len(base.fallbacks):
+            raise NoMoreRungs(f"the ladder has {1 + len(base.fallbacks)} rungs")
+        config = ladder(base, attempt)
+        student, info = apply(teacher, tokenizer, kept, config, f"distil rung {attempt}", attempt)
         info["attempt"] = attempt
         return student, info
 
     return structured
 
 
-def _per_layer(keep: int | list[int], n_layers: int, full: int, what: str) -> list[int]:
-    values = keep if isinstance(keep, list) else [keep] * n_layers
+def _split(
+    tokenizer: Any, sets: Mapping[str, Sequence[str]], config: StructuredTransformerConfig
+) -> tuple[list[Batch], dict[str, list[Batch]]]:
+    """Training batches alternating between the sets, and each set's validation batches."""
+    rng = np.random.default_rng(config.seed)
+    per_set: list[list[Batch]] = []
+    validation: dict[str, list[Batch]] = {}
+    for name in sets:
+        texts = [sets[name][i] for i in rng.permutation(len(sets[name]))]
+        held = (
+            texts[: config.validation_size] if len(texts) > config.validation_size + config.batch_size else []
+        )
+        validation[name] = _pad_batches(tokenizer, held, config) if held else []
+        per_set.append(_batches(tokenizer, texts[len(held) :], config))
+    train = [b for group in zip(*_cycle_to_longest(per_set), strict=True) for b in group]
+    return train, validation
+
+
+def _cycle_to_longest(groups: list[list[Batch]]) -> list[list[Batch]]:
+    longest = max((len(g) for g in groups), default=0)
+    return [[g[i % len(g)] for i in range(longest)] for g in groups if g]
+
+
+def _per_layer(keep: int | list[int] | None, n_layers: int, full: int, what: str) -> list[int]:
+    values = keep if isinstance(keep, list) else [full if keep is None else keep] * n_layers
     if len(values) != n_layers:
         raise ValueError(f"keep {what} per layer lists {len(values)} values for {n_layers} layers: {values}")
     bad = [v for v in values if not 1 <= v <= full]
@@ -215,67 +271,23 @@ def _batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformer
         part = part[np.argsort([len(ids[i]) for i in part], kind="stable")]
         groups += [part[i : i + config.batch_size] for i in range(0, len(part), config.batch_size)]
     groups = [g for g in groups if len(g) == config.batch_size] or groups
+    return [_pad([ids[i] for i in g]) for g in (groups[i] for i in rng.permutation(len(groups)))]
+
+
+def _pad_batches(tokenizer: Any, texts: Sequence[str], config: StructuredTransformerConfig) -> list[Batch]:
+    """Every text once, in batches of similar length (validation: order does not matter, padding does)."""
+    ids = tokenizer(list(texts), max_length=config.max_seq_len, truncation=True)["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    return [
+        _pad([ids[i] for i in order[s : s + config.batch_size]])
+        for s in range(0, len(order), config.batch_size)
+    ]
+
+
+def _pad(rows: Sequence[Sequence[int]]) -> Batch:
+    tensors = [torch.tensor(r, dtype=torch.long) for r in rows]
     pad = nn.utils.rnn.pad_sequence
-    out = []
-    for g in (groups[i] for i in rng.permutation(len(groups))):
-        rows = [torch.tensor(ids[i], dtype=torch.long) for i in g]
-        out.append((pad(rows, batch_first=True), pad([torch.ones_like(r) for r in rows], batch_first=True)))
-    return out
-
-
-def _distil(
-    teacher: nn.Module,
-    student: nn.Module,
-    batches: Sequence[Batch],
-    config: StructuredTransformerConfig,
-    progress: Progress | None,
-) -> list[float]:
-    """``distil_steps`` AdamW steps (linear warm-up, cosine decay); returns the per-step losses."""
-    steps = config.distil_steps
-    t_model, s_model = embedder(teacher), embedder(student)
-    if steps == 0:
-        return []
-    frozen = [] if config.train_embeddings else [p for p in embedding_parameters(student) if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(
-        [p for p in student.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
-    warmup = max(1, round(steps * config.warmup_fraction))
-
-    def schedule(step: int) -> float:
-        return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    losses: list[float] = []
-    student.eval()  # dropout off: the student should match the teacher's deterministic outputs
-    bf16 = _use_bf16(config)
-    for step in range(steps):
-        input_ids, mask = batches[step % len(batches)]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            with torch.no_grad():
-                t_hidden = [h.float() for h in t_model.hidden_states(input_ids, mask, all_layers=True)]
-            s_hidden = [h.float() for h in s_model.hidden_states(input_ids, mask, all_layers=True)]
-        t_emb, s_emb = t_model.pool(t_hidden[-1], mask), s_model.pool(s_hidden[-1], mask)
-        loss = config.embedding_loss_weight * (1.0 - F.cosine_similarity(s_emb, t_emb, dim=1)).mean()
-        if config.hidden_loss_weight > 0:
-            weights = mask.unsqueeze(-1).to(t_emb.dtype) / (
-                mask.sum() * t_emb.shape[-1] * (len(s_hidden) - 1)
-            )
-            hidden = sum(
-                ((s - t).pow(2) * weights).sum() for s, t in zip(s_hidden[1:], t_hidden[1:], strict=True)
-            )
-            loss = loss + config.hidden_loss_weight * hidden
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, losses[-1], student)
-    for p in frozen:
-        p.requires_grad_(True)
-    return losses
+    return pad(tensors, batch_first=True), pad([torch.ones_like(t) for t in tensors], batch_first=True)
 
 
 def _use_bf16(config: StructuredTransformerConfig) -> bool:

@@ -16,9 +16,11 @@ SECTIONS = {
     "gateway": "loadtest.benchmarks.gateway",
     "policy": "loadtest.benchmarks.policy",
     "overload": "loadtest.benchmarks.overload",
+    "frontier": "loadtest.benchmarks.frontier",
     "first-run": "loadtest.benchmarks.first_run",
 }
-DEFAULT = [name for name in SECTIONS if name != "first-run"]  # what a run without --only re-runs
+LONG = ("frontier", "first-run")  # 40+ minutes each: run only when named
+DEFAULT = [name for name in SECTIONS if name not in LONG]  # what a run without --only re-runs
 DOCS = Path("docs")
 HEADER = """# Benchmarks
 
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=Path, default=DOCS)
     p.add_argument("--first-run", choices=["full", "quick"], default="full", help="first-run: the mode")
     p.add_argument("--commit", default="HEAD", help="first-run: the commit to clone")
+    p.add_argument("--cuts", nargs="+", help="frontier: only these cuts (labels as in the table)")
     args = p.parse_args(argv)
     (args.docs / "benchmarks").mkdir(parents=True, exist_ok=True)
     for name in args.only or DEFAULT:

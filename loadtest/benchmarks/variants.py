@@ -59,7 +59,7 @@ def feeds_for(session: Any, card: VariantCard, batch: int, rng: np.random.Genera
     return feeds
 
 
-def _window(sess: Any, feeds: dict[str, np.ndarray]) -> tuple[float, list[float], Any]:
+def window(sess: Any, feeds: dict[str, np.ndarray]) -> tuple[float, list[float], Any]:
     times: list[float] = []
     with Monitor() as mon:
         t_end = time.monotonic() + WINDOW_S
@@ -95,7 +95,7 @@ def measure(
         for b in batches:
             shuffle.shuffle(order)
             for v in order:
-                tput, times, win = _window(sessions[v], feeds[(v, b)])
+                tput, times, win = window(sessions[v], feeds[(v, b)])
                 pt = points[(v, b)]
                 if win.disturbed():
                     pt.dropped += 1

@@ -153,3 +153,65 @@ def test_bad_keep_counts_are_refused(tokenizer: Any) -> None:
         run(tokenizer, keep_heads_per_layer=5)
     with pytest.raises(ValueError, match="lists 2 values for 3 layers"):
         run(tokenizer, keep_heads_per_layer=2, keep_ffn_per_layer=[8, 8])
+
+
+def test_dropped_layers_leave_the_student_and_are_matched_to_their_teacher_layers(tokenizer: Any) -> None:
+    teacher, _, student, info = run(tokenizer, keep_layers=[0, 2], keep_heads_per_layer=2, distil_steps=0)
+    assert info["kept_layers"] == [0, 2] and len(bert_layers(student)) == 2
+    assert len(bert_layers(teacher)) == LAYERS
+    assert len(info["heads_per_layer"]) == 2
+    ids = torch.tensor([[101, 2000, 2001, 102]])
+    hidden = student.hidden_states(ids, torch.ones_like(ids), all_layers=True)
+    assert len(hidden) == 3  # embeddings + 2 layers: the dropped layer really is gone
+    with pytest.raises(ValueError, match=r"increasing indices in 0\.\.2"):
+        run(tokenizer, keep_layers=[2, 0])
+
+
+MORE = [f"Another {w} sentence, number {i}, for the second set." for i, w in enumerate(["a", "b"] * 20)]
+
+
+def test_named_sets_are_mixed_validated_and_drawn_as_a_learning_curve(tokenizer: Any) -> None:
+    teacher = tiny_embedder(tokenizer.vocab_size)
+    config = st.StructuredTransformerConfig(
+        keep_layers=[0, 2],
+        distil_steps=6,
+        eval_every=2,
+        validation_size=8,
+        batch_size=4,
+        importance_batches=1,
+        max_seq_len=16,
+        bf16=False,
+        patience=0,
+        min_delta=0.0,
+    )
+    _, info = st.apply(teacher, tokenizer, {"docstrings": TEXTS, "english": MORE}, config)
+    curve = info["learning_curve"]
+    assert curve["step"] == [2, 4, 6] and len(curve["loss"]) == 3
+    assert set(curve["validation"]) == {"docstrings", "english"}
+    assert all(0.0 < c <= 1.0 for values in curve["validation"].values() for c in values)
+    assert info["text_sets"] == {"docstrings": len(TEXTS), "english": len(MORE)}
+    best = max(range(3), key=lambda i: min(v[i] for v in curve["validation"].values()))
+    assert info["validation_cosine"] == {k: v[best] for k, v in curve["validation"].items()}
+
+
+def test_training_stops_at_the_target_or_on_a_plateau(tokenizer: Any) -> None:
+    common = {"distil_steps": 20, "eval_every": 2, "validation_size": 8, "keep_layers": [0, 2]}
+    _, _, _, reached = run(tokenizer, target_cosine=0.01, **common)
+    assert reached["stopped"] == "target" and reached["distil_steps"] == 2
+    _, _, _, flat = run(tokenizer, patience=1, min_delta=1.0, **common)  # no gain can count
+    assert flat["stopped"] == "plateau" and flat["distil_steps"] == 4
+    _, _, _, full = run(tokenizer, patience=0, **common)
+    assert full["stopped"] == "budget" and full["distil_steps"] == 20
+
+
+def test_the_ladder_walks_the_given_fallbacks_then_ends(tokenizer: Any) -> None:
+    from compressor.passes.structured import NoMoreRungs
+
+    base = st.StructuredTransformerConfig(
+        keep_layers=[0, 2], fallbacks=[{"keep_layers": None, "keep_heads_per_layer": 2}]
+    )
+    assert st.ladder(base, 0) == base
+    assert st.ladder(base, 1).keep_layers is None and st.ladder(base, 1).keep_heads_per_layer == 2
+    routine = st.make_structured(tokenizer, TEXTS, {"distil_steps": 0, "batch_size": 4, "bf16": False})
+    with pytest.raises(NoMoreRungs):
+        routine(tiny_embedder(tokenizer.vocab_size), {}, 1)
