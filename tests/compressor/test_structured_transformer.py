@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from compressor.passes import structured_transformer as st
+from compressor.passes.bert_shape import embedder
 from compressor.passes.bert_shape import layers as bert_layers
 from compressor.sources.minilm import MiniLMEmbedder, load_embedder
 
@@ -161,7 +162,7 @@ def test_dropped_layers_leave_the_student_and_are_matched_to_their_teacher_layer
     assert len(bert_layers(teacher)) == LAYERS
     assert len(info["heads_per_layer"]) == 2
     ids = torch.tensor([[101, 2000, 2001, 102]])
-    hidden = student.hidden_states(ids, torch.ones_like(ids), all_layers=True)
+    hidden = embedder(student).hidden_states(ids, torch.ones_like(ids), all_layers=True)
     assert len(hidden) == 3  # embeddings + 2 layers: the dropped layer really is gone
     with pytest.raises(ValueError, match=r"increasing indices in 0\.\.2"):
         run(tokenizer, keep_layers=[2, 0])
