@@ -29,7 +29,13 @@ FAST = {
     "profile": {"batch_sizes": [1, 8], "warmup": 1, "min_iterations": 3, "max_seconds_per_batch": 0.2},
     "structured_attempts": 1,
     "structured": {
-        "minilm": {"distil_steps": 8, "importance_batches": 1, "batch_size": 8, "max_seq_len": 32}
+        "minilm": {
+            "distil_steps": 8,
+            "importance_batches": 1,
+            "batch_size": 8,
+            "max_seq_len": 32,
+            "validation_size": 64,
+        }
     },
 }
 

@@ -14,7 +14,9 @@ echo "[run] building the quick variants into $REPO (built ones are skipped)"
 .venv/bin/varigate compress digits --out "$REPO"
 .venv/bin/varigate compress minilm --out "$REPO" --variants int8
 
-.venv/bin/varigate serve --repository "$REPO" --model-control-mode poll \
+# setsid: the gateway in a process group of its own, so a Ctrl-C on the terminal reaches only this script,
+# which then sends the gateway exactly one SIGTERM (a second signal would cut its drain short).
+setsid .venv/bin/varigate serve --repository "$REPO" --model-control-mode poll \
     --repository-poll-secs "$POLL_SECS" "$@" &
 SERVE=$!
 # setsid: the build gets its own process group, so stopping it stops its workers too. It prefixes its own

@@ -107,6 +107,17 @@ def load_embedder(path: Path | None = None) -> tuple[MiniLMEmbedder, Any]:
     return MiniLMEmbedder(bert).eval(), tokenizer
 
 
+# The structured cut, then its fallback ladder: the frontier measured by `python -m loadtest.benchmarks
+# --only frontier` (docs/BENCHMARKS.md, "Structured cuts"), fastest first.
+STRUCTURED_DEFAULTS: dict[str, Any] = {
+    "keep_layers": [0, 3, 5],
+    "distil_steps": 3000,
+    "fallbacks": [
+        {"keep_layers": None, "keep_heads_per_layer": 6, "keep_ffn_per_layer": 768},
+        {"keep_layers": None, "keep_heads_per_layer": 9, "keep_ffn_per_layer": 1152},
+    ],
+}
+
 SERVING = ServingSpec(
     inputs=tuple(TensorSpec(name, "int64", (-1,)) for name in INPUT_NAMES),
     outputs=(TensorSpec(OUTPUT_NAME, "float32", (EMBEDDING_DIM,)),),
@@ -132,7 +143,7 @@ def build_minilm_source(
 
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-    structured_defaults = dict(structured_settings or {})
+    structured_defaults = {**STRUCTURED_DEFAULTS, **(structured_settings or {})}
     StructuredTransformerConfig.model_validate(structured_defaults)  # a bad key fails here, not mid-pipeline
     train, heldout, en_train, en_heldout = _texts(max_train, max_heldout, english_train, english_heldout)
     path = model_path()
@@ -168,8 +179,9 @@ def build_minilm_source(
         profile_conditions={"seq_len": seq_len},
         dynamic_axes={"input_ids": token_axes, "attention_mask": dict(token_axes), OUTPUT_NAME: {0: "batch"}},
         int8_mode="dynamic",
-        # both train sets; one list until make_structured takes them named ({"docstrings": .., "english": ..})
-        structured=make_structured(tokenizer, [*train, *en_train], structured_defaults),
+        structured=make_structured(
+            tokenizer, {"docstrings": train, "english": en_train}, structured_defaults
+        ),
         fingerprint=_fingerprint(path, seq_len, [train, heldout, en_train, en_heldout], structured_defaults),
         notes=_notes((len(train), len(heldout)), (len(en_train), len(en_heldout)), seq_len),
     )
