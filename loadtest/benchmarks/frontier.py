@@ -12,6 +12,7 @@ by side in interleaved rounds of windows at batch 8, sequence length 64 (onnxrun
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import random
 import statistics
@@ -35,6 +36,14 @@ CUTS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "6 layers, 6 heads, FFN 768",
         {"keep_layers": None, "keep_heads_per_layer": 6, "keep_ffn_per_layer": 768},
+    ),
+    (
+        "6 layers, 9 heads, FFN 1152",
+        {"keep_layers": None, "keep_heads_per_layer": 9, "keep_ffn_per_layer": 1152},
+    ),
+    (
+        "6 layers, 10 heads, FFN 1280",
+        {"keep_layers": None, "keep_heads_per_layer": 10, "keep_ffn_per_layer": 1280},
     ),
 )
 
@@ -129,15 +138,31 @@ def run(args: argparse.Namespace) -> str:
         files, rows = build(Path(tmp), only)
         built_s = time.monotonic() - t0
         speeds = speed(files, max(args.rounds, 5))
+    measured = f"{datetime.datetime.now():%Y-%m-%d %H:%M}"
     for row in rows:
-        row.update(speeds[row["label"]])
+        row.update(speeds[row["label"]], run=measured, fp32_rows_per_s=speeds["fp32"]["rows_per_s"])
     raw = args.docs / "benchmarks" / "frontier.json"
-    raw.write_text(json.dumps({"rows": rows, "fp32": speeds["fp32"]}, indent=1, default=str))
+    rows = _merged(raw, rows) if only else rows
+    raw.write_text(json.dumps({"rows": rows}, indent=1, default=str))
     plot = frontier_report.plot(rows, args.docs / "plots" / "minilm_frontier.png")
+    command = COMMAND + (" --cuts " + " ".join(f"'{c}'" for c in only) if only else "")
     head = (
-        f"Command: `{COMMAND}`, {common.today()}; cuts built by the MiniLM source's structured routine "
-        f"({built_s / 60:.0f} min for all), judged against fp32 on both held-out sets; speed at batch "
+        f"Command: `{command}`, {common.today()}; cuts built by the MiniLM source's structured routine "
+        f"({built_s / 60:.0f} min for the cuts of this run), judged against fp32 on both held-out sets; "
+        "speed at batch "
         f"{BATCH}, sequence length {SEQ}, {max(args.rounds, 5)} interleaved rounds of "
         "0.4 s windows, onnxruntime CPU provider with 2 intra-op threads."
     )
-    return frontier_report.render(head, rows, speeds["fp32"], plot)
+    return frontier_report.render(head, rows, plot)
+
+
+def _merged(raw: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """With ``--cuts``: the cuts just run replace theirs in the last results, the others are kept (each
+    row names the run it comes from, with that run's own fp32 for its ratio), in ``CUTS`` order."""
+    try:
+        kept = {r["label"]: r for r in json.loads(raw.read_text())["rows"]}
+    except (OSError, ValueError, KeyError):
+        kept = {}
+    kept.update({r["label"]: r for r in rows})
+    order = [label for label, _ in CUTS]
+    return sorted(kept.values(), key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
