@@ -15,9 +15,8 @@ The student is then distilled from the teacher (``transformer_distil``) on every
 held out of training as that set's validation split, and training batches alternate between the sets.
 Seeded throughout: same inputs, same student.
 
-The fallback ladder (``ladder``) walks the speed/fidelity frontier measured on 2-core x86 machines
-(docs/BENCHMARKS.md, "Structured cuts"): each rung is a cut that is slower than the one before and kept
-fidelity better in that measurement.
+The fallback ladder (``ladder``) is the source's: ``fallbacks`` lists the rungs after the first, each a
+set of overrides (a cut, a budget); the MiniLM source takes its ladder from the frontier it measured.
 
 The model must look like ``compressor.sources.minilm.MiniLMEmbedder``: ``.bert.encoder.layer[i]`` BERT
 layers, ``hidden_states(input_ids, attention_mask, all_layers)`` and ``pool(hidden, attention_mask)``.
