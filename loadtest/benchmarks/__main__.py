@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=Path, default=DOCS)
     p.add_argument("--first-run", choices=["full", "quick"], default="full", help="first-run: the mode")
     p.add_argument("--commit", default="HEAD", help="first-run: the commit to clone")
+    p.add_argument(
+        "--first-run-keep",
+        type=Path,
+        help="first-run: keep the clone (and the repository it built) in this directory",
+    )
     p.add_argument("--cuts", nargs="+", help="frontier: only these cuts (labels as in the table)")
     args = p.parse_args(argv)
     (args.docs / "benchmarks").mkdir(parents=True, exist_ok=True)

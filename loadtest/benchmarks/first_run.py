@@ -181,7 +181,8 @@ def measure(
 
 def run(args: argparse.Namespace) -> str:
     quick = getattr(args, "first_run", "full") == "quick"
-    m = measure(getattr(args, "commit", "HEAD"), quick, getattr(args, "first_run_timeout", None))
+    keep = getattr(args, "first_run_keep", None)
+    m = measure(getattr(args, "commit", "HEAD"), quick, getattr(args, "first_run_timeout", None), keep)
     return first_run_report.render(m)
 
 
