@@ -130,7 +130,9 @@ def test_structured_variant_is_physically_smaller(minilm_repo: Path) -> None:
     assert info["pass"] == "structured prune + distil"
     # physically smaller: fewer parameters after removing heads and FFN neurons (fast settings may fail
     # the gate; the pipeline records that and the model is still measurably smaller)
-    assert info["params_after"] < 0.85 * info["params_before"]
+    # (the 30522 x 384 embedding table is never cut, so the whole count shrinks less than the encoder)
+    assert info["params_after"] < 0.92 * info["params_before"]
+    assert sum(info["heads_per_layer"]) <= 0.8 * 12 * 6 and sum(info["ffn_per_layer"]) <= 0.8 * 1536 * 6
     if entry["status"] == "built":
         fp32 = read_card(minilm_repo / "minilm.fp32")
         card = read_card(minilm_repo / "minilm.pruned-structured")
