@@ -50,6 +50,7 @@ def row(r: dict[str, Any]) -> list[str]:
         _curve(s),
         f"{r.get('kept', 0)}/{r.get('dropped', 0)}"
         + (" (all disturbed: flagged)" if r.get("disturbed") else ""),
+        f"{r.get('run', '-')}, fp32 {fmt(r.get('fp32_rows_per_s'), '.0f')} rows/s",
     ]
 
 

@@ -40,6 +40,7 @@ def test_the_worse_set_decides_and_verdicts_follow_the_numbers(tmp_path: Path) -
     rows = [_row("fast but loose", 2.0, 0.975, 0.95, 0.80), _row("fast and close", 1.9, 0.98, 0.972, 0.9)]
     png = fr.plot(rows, tmp_path / "f.png")
     text = fr.render("Command: x", rows, png)
+    assert "7.0 rows/s" not in text
     assert "| fast but loose | 3 x ([12, 12, 12], [1536, 1536, 1536]) | 1200 (budget) | 2.00x |" in text
     assert "0.9750 / 0.800 | 0.9500 / 0.790 | 0.9500 |" in text
     assert "1000: 0.8000, 1200: 0.9500" in text  # the worse set along the learning curve
