@@ -32,6 +32,7 @@ from typing import Any
 from compressor.evaluate import Score
 from compressor.gate import Gated
 from compressor.passes.base import PassResult
+from compressor.repository import pid_alive
 
 Log = Callable[[str], None]
 DEFAULT_MAX_BYTES = 2 * 2**30
@@ -154,7 +155,7 @@ class ArtefactCache:
     def _clean_incoming(self) -> None:
         for d in self.dir.glob(f"{INCOMING}*"):
             pid = d.name[len(INCOMING) :].split("-", 1)[0]
-            if not pid.isdigit() or not _alive(int(pid)):
+            if not pid.isdigit() or not pid_alive(int(pid)):
                 shutil.rmtree(d, ignore_errors=True)
 
 
@@ -210,15 +211,3 @@ def _rename_new(stage: Path, target: Path) -> bool:
 
 def _size(d: Path) -> int:
     return sum(p.stat().st_size for p in d.iterdir() if p.is_file())
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -192,7 +192,7 @@ def _staging(repo: Path) -> Path:
     root.mkdir(exist_ok=True)
     for entry in root.iterdir():
         found = _STAGED_PID.search(entry.name)
-        if found is not None and _alive(int(found.group(1))):
+        if found is not None and pid_alive(int(found.group(1))):
             continue  # another writer's, still at work
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -201,7 +201,8 @@ def _staging(repo: Path) -> Path:
     return root
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (this one counts; another user's counts too)."""
     if pid == os.getpid():
         return True
     try:
