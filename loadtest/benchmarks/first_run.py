@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -37,9 +36,8 @@ from loadtest.benchmarks.first_run_probe import Probe, watch
 from loadtest.benchmarks.first_run_support import (
     TAG_ENV,
     CpuLedger,
-    Stopped,
+    Measurement,
     Timeline,
-    Wheels,
     start_group,
     stop_group,
     tagged,
@@ -59,21 +57,6 @@ _DROP = (
     "TRANSFORMERS_",
     "XDG_CACHE",
 )
-
-
-@dataclass
-class Measurement:
-    commit: str
-    subject: str
-    quick: bool
-    clone_s: float
-    ended: str  # why the watch ended
-    timeline: Timeline
-    wheels: Wheels
-    cpu: dict[str, float]
-    stopped: Stopped
-    build_report: dict[str, str] = field(default_factory=dict)  # minilm variant -> status
-    stop_log: list[str] = field(default_factory=list)  # the run's lines from its stop on
 
 
 def clone(commit: str, dest: Path) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""The first-run section of docs/BENCHMARKS.md, from one ``first_run.Measurement``."""
+"""The first-run section of docs/BENCHMARKS.md, from one ``first_run_support.Measurement``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from loadtest.benchmarks.first_run_probe import HEAVY, LOGICAL, SERVED_STATUSES
 from varigate.contract.layout import model_name
 
 if TYPE_CHECKING:
-    from loadtest.benchmarks.first_run import Measurement
+    from loadtest.benchmarks.first_run_support import Measurement
 
 COMMAND = "python -m loadtest.benchmarks --only first-run"
 TARGET_S = 360.0  # issue 11: a real MiniLM answer within 6 minutes of the start, install included

@@ -233,3 +233,18 @@ def _running(pid: int) -> bool:
         return _stat(pid)[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+@dataclass
+class Measurement:
+    commit: str
+    subject: str
+    quick: bool
+    clone_s: float
+    ended: str  # why the watch ended
+    timeline: Timeline
+    wheels: Wheels
+    cpu: dict[str, float]
+    stopped: Stopped
+    build_report: dict[str, str] = field(default_factory=dict)  # minilm variant -> status
+    stop_log: list[str] = field(default_factory=list)  # the run's lines from its stop on

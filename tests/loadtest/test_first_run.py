@@ -23,6 +23,7 @@ from loadtest.benchmarks.first_run_support import (
     _HZ,
     TAG_ENV,
     CpuLedger,
+    Measurement,
     Stopped,
     Timeline,
     start_group,
@@ -203,10 +204,8 @@ def test_a_process_the_stop_missed_is_named_and_killed(start_tree: Any) -> None:
     assert tagged(tag) == {}  # killed after it was reported
 
 
-def _measurement(
-    quick: bool, at: dict[str, float], report: dict[str, str], code: int = 130
-) -> first_run.Measurement:
-    return first_run.Measurement(
+def _measurement(quick: bool, at: dict[str, float], report: dict[str, str], code: int = 130) -> Measurement:
+    return Measurement(
         commit="0" * 40,
         subject="a commit",
         quick=quick,
