@@ -1,0 +1,1 @@
+"""Peers the load tester compares varigate with: real servers of other projects, installed on demand."""
