@@ -12,6 +12,7 @@ COMMANDS = {
     "compress": ("compressor.cli", "main", "build compressed variants into a model repository"),
     "serve": ("gateway.cli", "serve_main", "serve a model repository over KServe v2 HTTP and gRPC"),
     "loadtest": ("loadtest.cli", "main", "drive a server with open- or closed-loop load"),
+    "triton-repo": ("varigate.triton_repo", "main", "write a repository's Triton Python-backend form"),
 }
 
 
