@@ -61,7 +61,7 @@ class ServingSpec:
     max_batch_size: int
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 2000
-    instance_count: int = 1
+    instance_count: int = 0  # 0: no instance_group; the gateway's layout decides (gateway/backends/layout.py)
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
 
@@ -73,7 +73,8 @@ def model_config(name: str, logical_model: str, variant: str, spec: ServingSpec)
         cfg.output.add(name=t.name, data_type=_dtype(t.dtype), dims=list(t.dims))
     cfg.dynamic_batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
     cfg.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
-    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.instance_count)
+    if spec.instance_count:
+        cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.instance_count)
     params = {PARAM_LOGICAL_MODEL: logical_model, PARAM_VARIANT: variant, **spec.extra_parameters}
     for key, value in params.items():
         cfg.parameters[key].string_value = value

@@ -49,10 +49,13 @@ def build_service(
 
     options: dict[str, Any] = {}
     if settings.backend == DEFAULT_BACKEND:
+        spinning = {"auto": None, "on": True, "off": False}[settings.ort_allow_spinning]
         options = {
+            "layout": settings.layout,
             "intra_op_threads": settings.ort_intra_op_threads,
             "inter_op_threads": settings.ort_inter_op_threads,
             "executor_workers": settings.executor_workers or None,
+            "allow_spinning": spinning,
         }
     if backend_options is not None:
         options = backend_options

@@ -50,9 +50,12 @@ class QueueDefaults:
 class ModelRepository:
     """The core's ``ModelSource`` over a directory."""
 
-    def __init__(self, path: Path | str, queue_defaults: QueueDefaults | None = None) -> None:
+    def __init__(
+        self, path: Path | str, queue_defaults: QueueDefaults | None = None, instances: int = 1
+    ) -> None:
         self.path = Path(path)
         self.queue_defaults = queue_defaults or QueueDefaults()
+        self.instances = instances  # where a config.pbtxt declares no instance_group (the backend's layout)
         if not self.path.is_dir():
             raise ConfigError(f"model repository {str(self.path)!r} is not a directory")
 
@@ -96,7 +99,7 @@ class ModelRepository:
             if not model_dir.is_dir():
                 continue
             try:
-                models[model_dir.name] = read_model(model_dir, self.queue_defaults)
+                models[model_dir.name] = read_model(model_dir, self.queue_defaults, self.instances)
             except (ConfigError, OSError) as e:
                 errors[model_dir.name] = str(e)
         return RepositoryScan(models, errors)
@@ -122,9 +125,10 @@ def check_model_name(name: str) -> None:
         raise InvalidInput(f"model name {shown} {problem}; a model name is one directory in the repository")
 
 
-def read_model(model_dir: Path, queue_defaults: QueueDefaults | None = None) -> ModelSpec:
-    """``queue_defaults`` bound every queue policy that config.pbtxt leaves unbounded; the config endpoint
-    shows the bounds in force."""
+def read_model(model_dir: Path, queue_defaults: QueueDefaults | None = None, instances: int = 1) -> ModelSpec:
+    """``queue_defaults`` bound every queue policy that config.pbtxt leaves unbounded, and a config without
+    ``instance_group`` gets ``instances`` CPU instances (the backend's layout); the config endpoint shows
+    what is in force, as Triton's auto-completed config does."""
     config_path = model_dir / CONFIG_FILENAME
     try:
         text = config_path.read_bytes()
@@ -132,6 +136,8 @@ def read_model(model_dir: Path, queue_defaults: QueueDefaults | None = None) -> 
         raise ConfigError(f"{config_path}: no {CONFIG_FILENAME}") from None
     proto = parse_config(text, model_dir.name, str(config_path))
     _bound_queues(proto, queue_defaults or QueueDefaults())
+    if not proto.instance_group:
+        proto.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=max(1, instances))
     config = config_from_proto(proto, str(config_path))
     card, card_error, card_bytes = _card(model_dir)
     versions = {int(d.name): _fingerprint(d) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit()}
@@ -204,9 +210,10 @@ def create_service(
     health: HealthConfig | None = None,
 ) -> Service:
     """A ``Service`` over the repository at ``repository``; call ``await service.start()`` to load models."""
+    runs_on = load_backend(backend, **dict(backend_options or {}))
     return RepositoryService(
-        ModelRepository(repository, queue_defaults),
-        BackendLoader(load_backend(backend, **dict(backend_options or {}))),
+        ModelRepository(repository, queue_defaults, runs_on.default_instances),
+        BackendLoader(runs_on),
         control_mode=ControlMode(control_mode),
         startup_models=startup_models,
         poll_interval_s=poll_interval_s,

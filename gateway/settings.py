@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gateway.backends.base import DEFAULT_BACKEND
+from gateway.backends.layout import DEFAULT_LAYOUT, LayoutName
 from gateway.core.drift.monitor import DriftConfig
 from gateway.core.models.health import HealthConfig
 from gateway.core.selection.baselines import InfaasPolicy
@@ -72,13 +73,24 @@ class Settings(ServerLimits):
         DEFAULT_BACKEND,
         description="Backend that runs batches, as 'module:attr' (default: in-process onnxruntime).",
     )
-    ort_intra_op_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per session.")
+    layout: LayoutName = Field(
+        DEFAULT_LAYOUT,
+        description="How onnxruntime uses the cores (gateway/backends/layout.py): 'pool' = one batch at a "
+        "time on all cores, spinning off; 'pool-spin' = the same, spinning on; 'split' = one core per batch, "
+        "as many batches at once as cores. The --ort-* options and --executor-workers override parts of it.",
+    )
+    ort_intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads per session; 0 = the layout's."
+    )
     ort_inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads per session.")
+    ort_allow_spinning: Literal["auto", "on", "off"] = Field(
+        "auto", description="onnxruntime's spin-waiting between operators; 'auto' = the layout's."
+    )
     executor_workers: int = Field(
         0,
         ge=0,
-        description="Threads that run batches off the event loop; 0 = cores // intra-op threads "
-        "(workers x intra-op threads must not exceed the cores).",
+        description="Batches that run at once, all models together (the compute pool's threads); 0 = the "
+        "layout's (workers x intra-op threads must not exceed the cores).",
     )
     max_request_bytes: int = Field(
         MAX_REQUEST_BYTES,

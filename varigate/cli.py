@@ -19,7 +19,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
-        lines = [f"  {name:<10}{help_}" for name, (_, _, help_) in COMMANDS.items()]
+        lines = [f"  {name:<13}{help_}" for name, (_, _, help_) in COMMANDS.items()]
         print("usage: varigate <command> [options]\n\ncommands:\n" + "\n".join(lines))
         return 0 if args and args[0] in ("-h", "--help") else 2
     module, attr, _ = COMMANDS[args[0]]

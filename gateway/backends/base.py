@@ -48,6 +48,11 @@ class Backend(ABC):
     def load(self, model_dir: Path, config: ModelConfig) -> Runner:
         """Build a runner for the version directory ``model_dir`` (blocking)."""
 
+    @property
+    def default_instances(self) -> int:
+        """Batches of one model version in flight where config.pbtxt declares no ``instance_group``."""
+        return 1
+
     def close(self) -> None:
         """Release the executor without blocking the caller (after a drain nothing runs on it)."""
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,13 +1,12 @@
 """onnxruntime in the gateway's own process (the default backend).
 
 Sessions are created and warmed up at load, never per request. A batch is one ``session.run``. Runs go to
-one bounded thread pool (onnxruntime releases the GIL) sized so that executor workers x intra-op threads
-never exceed the cores this process may use.
+one bounded thread pool (onnxruntime releases the GIL) sized by the layout (``gateway.backends.layout``) so
+that executor workers x intra-op threads never exceed the cores this process may use.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.backends.base import Backend, BackendLoadError, Runner
+from gateway.backends.layout import DEFAULT_LAYOUT, choose
 from gateway.core.config import ModelConfig, TensorConfig
 from gateway.core.types import Datatype
 from varigate.contract.layout import MODEL_FILENAME
@@ -62,10 +62,6 @@ def datatype_to_onnx(datatype: Datatype) -> str:
     raise BackendLoadError(f"datatype {datatype.value!r} has no ONNX tensor type")
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 class OnnxRuntimeRunner:
     def __init__(self, session: ort.InferenceSession, config: ModelConfig) -> None:
         self.session, self.config = session, config
@@ -87,35 +83,43 @@ class OnnxRuntimeRunner:
 
 
 class OnnxRuntimeBackend(Backend):
+    """Every variant's sessions share one executor: the compute pool of ``gateway.backends.layout``."""
+
     def __init__(
         self,
         *,
-        intra_op_threads: int = 1,
+        layout: str = DEFAULT_LAYOUT,
+        intra_op_threads: int = 0,
         inter_op_threads: int = 1,
         executor_workers: int | None = None,
         graph_optimization_level: str = "all",
-        allow_spinning: bool = True,
+        allow_spinning: bool | None = None,
         cores: int | None = None,
     ) -> None:
-        cores = cores or available_cores()
-        workers = executor_workers or max(1, cores // max(1, intra_op_threads))
-        if intra_op_threads < 1 or workers < 1 or workers * intra_op_threads > cores:
-            raise BackendLoadError(
-                f"executor_workers {workers} x intra_op_threads {intra_op_threads} must be between 1 and the "
-                f"{cores} cores available"
+        try:
+            chosen = choose(
+                layout,
+                cores=cores,
+                intra_op_threads=intra_op_threads,
+                executor_workers=executor_workers or 0,
+                spinning=allow_spinning,
             )
+        except ValueError as e:
+            raise BackendLoadError(str(e)) from None
         if graph_optimization_level not in _OPT_LEVELS:
             raise BackendLoadError(
                 f"graph_optimization_level {graph_optimization_level!r} is not one of {sorted(_OPT_LEVELS)}"
             )
-        self.intra_op_threads, self.inter_op_threads, self.workers = (
-            intra_op_threads,
-            inter_op_threads,
-            workers,
-        )
+        self.layout = chosen
+        self.intra_op_threads, self.inter_op_threads = chosen.intra_op_threads, inter_op_threads
+        self.workers = chosen.executor_workers
         self._opt_level = _OPT_LEVELS[graph_optimization_level]
-        self._spinning = allow_spinning
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnxruntime")
+        self._spinning = chosen.spinning
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnxruntime")
+
+    @property
+    def default_instances(self) -> int:
+        return self.layout.instances
 
     @property
     def executor(self) -> Executor:

@@ -13,7 +13,12 @@ from typing import Any
 
 from gateway.core.types import Datatype
 from varigate.contract.card import VariantCard
-from varigate.contract.keys import PARAM_LOGICAL_MODEL, PARAM_PAD_INPUTS, PARAM_VARIANT
+from varigate.contract.keys import (
+    PARAM_ADAPTIVE_DELAY,
+    PARAM_LOGICAL_MODEL,
+    PARAM_PAD_INPUTS,
+    PARAM_VARIANT,
+)
 
 
 def datatype_from_triton(name: str) -> Datatype:
@@ -125,6 +130,11 @@ class ModelConfig:
         raise KeyError(
             f"model {self.name!r} has no output {name!r}; outputs: {[t.name for t in self.outputs]}"
         )
+
+    @property
+    def adaptive_delay(self) -> bool:
+        """Whether an incomplete batch may stop waiting early when no arrivals are expected in time."""
+        return self.parameters.get(PARAM_ADAPTIVE_DELAY, "true").strip().lower() not in ("false", "0", "no")
 
     @property
     def pad_inputs(self) -> frozenset[str]:

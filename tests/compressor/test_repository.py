@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -77,9 +78,14 @@ def test_config_round_trips_through_tritons_schema() -> None:
     assert parsed.output[0].data_type == mc.TYPE_FP32 and list(parsed.output[0].dims) == [4]
     assert list(parsed.dynamic_batching.preferred_batch_size) == [8, 16]
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 1500
-    assert parsed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert not parsed.instance_group  # the gateway's layout decides (gateway/backends/layout.py)
     assert parsed.parameters["varigate.logical_model"].string_value == "m"
     assert parsed.parameters["varigate.variant"].string_value == "int8"
+
+
+def test_an_instance_count_given_is_written() -> None:
+    cfg = model_config("m.int8", "m", "int8", dataclasses.replace(SPEC, instance_count=2))
+    assert [(g.kind, g.count) for g in cfg.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 2)]
 
 
 def test_unknown_dtype_is_named() -> None:

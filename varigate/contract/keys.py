@@ -20,6 +20,9 @@ PARAM_VARIANT = "varigate.variant"
 # every non-BYTES input with a variable (-1) dimension.
 PARAM_PAD_INPUTS = "varigate.pad_inputs"
 PARAM_DEFAULT_SLO = "varigate.default_slo_ms"  # the model's SLO when a request names none
+# "false": an incomplete batch waits out max_queue_delay exactly as Triton's does. Absent or "true": it stops
+# waiting when no more arrivals are expected in time (gateway.core.batching.formation.quiet).
+PARAM_ADAPTIVE_DELAY = "varigate.adaptive_delay"
 
 # request parameters
 SLO_PARAMETER = "slo_ms"

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from gateway.core.batching.admission import Admission
-from gateway.core.batching.formation import Rules, batches
+from gateway.core.batching.formation import ALONE, QUIET_GAPS, Rules, batches, quiet
 from gateway.core.batching.padding import merge, signature, split
 from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue
 from gateway.core.config import ModelConfig
@@ -69,6 +70,9 @@ class Batcher:
         self._running: dict[int, tuple[int, int]] = {}  # id(batch) -> (rows, started_ns)
         self._overrunning = 0  # running batches whose requests have all run past their deadlines
         self._compute_ns = 0  # recent batch compute time (moving average), for deadline-aware firing
+        self._adaptive = config.adaptive_delay and self._rules.delay_ns > 0
+        self._gaps: deque[int] = deque(maxlen=QUIET_GAPS)  # between recent arrivals (formation.quiet)
+        self._last_arrival_ns = 0
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -126,6 +130,10 @@ class Batcher:
             )
         self._admission.refuse_if_late(self._queue, rows, priority, timeout_us, expires_ns, self._compute_ns)
         item = self._queue.push(feeds, rows, signature(self.config, feeds), priority, timeout_us, deadline_ns)
+        if self._adaptive:
+            alone = self._inflight == 0 or not self._last_arrival_ns
+            self._gaps.append(ALONE if alone else item.enqueued_ns - self._last_arrival_ns)
+            self._last_arrival_ns = item.enqueued_ns
         self._inflight += 1
         self._idle.clear()
         item.future.add_done_callback(lambda _f: self._finished(item))
@@ -200,7 +208,8 @@ class Batcher:
     def _plan(self, now_ns: int) -> tuple[list[QueuedRequest], int]:
         """The batch to run now, or ``([], wake_at_ns)`` (``formation.batches`` decides; draining, an
         incomplete batch does not wait)."""
-        batch = next(batches(self._queue, self._rules, self._compute_ns))
+        quiet_ns = quiet(self._gaps, self._rules.delay_ns) if self._adaptive else 0
+        batch = next(batches(self._queue, self._rules, self._compute_ns, quiet_ns))
         if batch.fire_ns > now_ns and self._accepting:
             return [], batch.fire_ns
         return list(batch.items), 0

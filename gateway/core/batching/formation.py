@@ -8,7 +8,10 @@ forms from them when nothing else arrives. A batch takes items in order until th
 (``max_batch_size`` rows, or another signature) or it reaches the largest preferred size (``fire_rows``);
 such a batch is complete and fires as soon as an instance is free. An incomplete one fires when the oldest
 item has waited ``max_queue_delay``, or earlier when waiting longer would make one of its requests miss its
-SLO deadline (twice the recent batch compute time and a tenth of its SLO are kept in hand). When it fires it
+SLO deadline (twice the recent batch compute time and a tenth of its SLO are kept in hand), or earlier when
+no more arrivals are expected in time (``quiet``: at once where requests mostly arrive alone, else once
+twice the short gaps between recent arrivals have passed without one). ``quiet`` keeps Triton's semantics
+as the bound: no request waits longer than Triton would make it. When it fires it
 is cut back to the largest preferred size it can be cut at; the rest forms the next batch. A model without
 dynamic batching runs each item alone. Every time is ``time.monotonic_ns()``, every duration nanoseconds.
 
@@ -105,9 +108,10 @@ class Batch(Generic[Q]):
         return min((it.deadline_ns for it in self.items if it.deadline_ns), default=0)
 
 
-def batches(queue: Iterable[Q], rules: Rules, compute_ns: int = 0) -> Iterator[Batch[Q]]:
+def batches(queue: Iterable[Q], rules: Rules, compute_ns: int = 0, quiet_ns: int = 0) -> Iterator[Batch[Q]]:
     """The batches ``queue`` (in queue order) forms, first to last; lazy: the batcher takes only the first.
-    ``compute_ns`` is the recent batch compute time (0 before any), for firing early on deadlines."""
+    ``compute_ns`` is the recent batch compute time (0 before any), for firing early on deadlines.
+    ``quiet_ns`` (0 = Triton's rule) is how long without an arrival ends the wait for more (``quiet``)."""
     source = iter(queue)
     back: deque[Q] = deque()  # read but not batched yet (the next batch starts with them)
     while True:
@@ -130,16 +134,19 @@ def batches(queue: Iterable[Q], rules: Rules, compute_ns: int = 0) -> Iterator[B
                 break
         if not group:
             return
-        fire_ns = 0 if complete else _due_ns(group, rules, compute_ns)
+        fire_ns = 0 if complete else _due_ns(group, rules, compute_ns, quiet_ns)
         n = _cut(group, rules)
         back.extendleft(reversed(group[n:]))
         yield Batch(tuple(group[:n]), sum(it.rows for it in group[:n]), fire_ns)
 
 
-def _due_ns(group: Sequence[Queued], rules: Rules, compute_ns: int) -> int:
+def _due_ns(group: Sequence[Queued], rules: Rules, compute_ns: int, quiet_ns: int = 0) -> int:
     """When an incomplete batch fires: its oldest request's ``max_queue_delay`` runs out, or earlier where
-    a request's SLO deadline would be missed otherwise. (An incomplete batch holds every item left.)"""
+    a request's SLO deadline would be missed otherwise, or ``quiet_ns`` after the newest arrival when that
+    is sooner. (An incomplete batch holds every item left.)"""
     due = min(it.enqueued_ns for it in group) + rules.delay_ns
+    if quiet_ns:
+        due = min(due, max(it.enqueued_ns for it in group) + quiet_ns)
     for it in group:
         if it.deadline_ns:
             slack = 2 * compute_ns + (it.deadline_ns - it.enqueued_ns) // 10
@@ -198,6 +205,28 @@ def plan(
         end = free[i] = start + (latency(batch.rows) if n == len(formed) else ahead(batch.rows))
     deadlines = [d for d in (formed[-1].deadline_ns, deadline_ns or 0) if d]
     return Plan(now_ns + end, min(deadlines, default=NO_DEADLINE), latency(new.rows))
+
+
+QUIET_GAPS = 32  # arrivals whose gaps ``quiet`` reads
+QUIET_FLOOR_NS = 50_000  # an arrival this soon after another is part of the same burst
+ALONE = -1  # an arrival that found nothing else queued or running (a gap of its own is not a burst's)
+
+
+def quiet(gaps_ns: Sequence[int], delay_ns: int) -> int:
+    """How long without an arrival ends an incomplete batch's wait (0 = Triton's rule, wait out the
+    delay; 1 = fire at once), from the recent arrivals: each one's gap to the one before, or ``ALONE`` when
+    it found nothing else queued or running. Where most arrivals come alone (a lone client: it sends again
+    only once answered), waiting gathers nobody: fire at once. Otherwise wait twice the lower quartile of
+    the gaps: a closed loop's burst of arrivals after a batch returns has tiny gaps, so the batch waits for
+    the burst and no longer; when that wait is as long as the delay, Triton's rule stands."""
+    if len(gaps_ns) < 4 or delay_ns <= 0:
+        return 0
+    company = sorted(g for g in gaps_ns if g != ALONE)
+    if len(company) * 2 < len(gaps_ns):
+        return 1
+    short = company[len(company) // 4]  # a quarter of arrivals come this close after another
+    wait = max(2 * short, QUIET_FLOOR_NS)
+    return 0 if wait >= delay_ns else wait
 
 
 def capacity(rules: Rules, latency: Latency, budget_ns: int, typical: Latency | None = None) -> float:
