@@ -14,6 +14,7 @@ from pathlib import Path
 SECTIONS = {
     "variants": "loadtest.benchmarks.variants",
     "gateway": "loadtest.benchmarks.gateway",
+    "peers": "loadtest.benchmarks.peers",
     "policy": "loadtest.benchmarks.policy",
     "overload": "loadtest.benchmarks.overload",
     "frontier": "loadtest.benchmarks.frontier",

@@ -118,21 +118,22 @@ class Measured:
 async def window(
     driver: Driver,
     load: OpenLoop | ClosedLoop,
-    server_pid: int,
+    server_pid: int | tuple[int, ...],
     *,
     warmup_s: float = 0.0,
     metrics_url: str | None = None,
     model: str = "",
     **options: Any,
 ) -> Measured:
-    """One monitored load run; steal and 'other' CPU exclude this process and the server. With
+    """One monitored load run; steal and 'other' CPU exclude this process and the server (``server_pid``:
+    its process, or all of them: a Triton server and its backend stubs, MLServer and its workers). With
     ``metrics_url``, /metrics is read before and after: the cross-check and the mean executed batch."""
-    pids = (os.getpid(), server_pid)
+    servers = server_pid if isinstance(server_pid, tuple) else (server_pid,)
     before = scrape(metrics_url) if metrics_url else None
-    server0 = process_cpu_s((server_pid,))
-    with Monitor(pids) as mon:
-        run = await execute(driver, load, warmup_s=warmup_s, server_pids=(server_pid,), **options)
-    server = (process_cpu_s((server_pid,)) - server0) / max(mon.window.seconds, 1e-9)
+    server0 = process_cpu_s(servers)
+    with Monitor((os.getpid(), *servers)) as mon:
+        run = await execute(driver, load, warmup_s=warmup_s, server_pids=servers, **options)
+    server = (process_cpu_s(servers) - server0) / max(mon.window.seconds, 1e-9)
     check, batch = None, None
     if before is not None and metrics_url:
         after = scrape(metrics_url)

@@ -30,6 +30,7 @@ from typing import Any, Self
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from loadtest.cpu import descendants, wait_gone
 from loadtest.server import ROOT, free_port
 from varigate.contract.layout import CONFIG_FILENAME, model_file
 
@@ -272,41 +273,3 @@ class MLServerProcess:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendants of ``pid``, read from /proc (children first, then theirs); zombies left out."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        fields = _stat_fields(int(entry.name))  # read once: the process may be gone by a second read
-        if fields[:1] not in ([], ["Z"], ["X"]):
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        frontier = [c for p in frontier for c in children.get(p, [])]
-        found += frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    return _stat_fields(pid)[:1] not in ([], ["Z"], ["X"])
-
-
-def wait_gone(pids: Sequence[int], timeout_s: float) -> bool:
-    """Poll until none of ``pids`` is alive; False if some still are after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while any(alive(p) for p in pids):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)  # polling interval
-    return True
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/<pid>/stat after the command name: state, ppid, ...; empty when the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []

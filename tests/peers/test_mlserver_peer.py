@@ -39,7 +39,8 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from loadtest.peers.mlserver import MLServerProcess, alive, ensure_installed
+from loadtest.cpu import alive
+from loadtest.peers.mlserver import MLServerProcess, ensure_installed
 from tests.fixtures.tinyrepo import VOCAB_SIZE, build_tiny_repository
 from varigate.contract.layout import model_file
 

@@ -9,7 +9,6 @@ minute; later ones return at once). An install that fails fails these tests.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from loadtest.cpu import alive, descendants
 from loadtest.peers.triton import TritonInstall, TritonServer, ensure_installed
 from tests.e2e.support import tiny_batch
 from tests.fixtures.tinyrepo import POISON_ID, build_tiny_repository
@@ -223,36 +223,16 @@ def test_cli_errors(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert f"clf.fp32 -> {tmp_path / 'out' / 'clf.fp32'}" in capsys.readouterr().out
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_stop_ends_server_and_stubs(install: TritonInstall, source: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     write_python_backend_repo(source, repo, ["clf.fp32", "tiny.fp32"])
     server = TritonServer(install, repo, tmp_path / "triton.log").start()
     try:
         assert 0 < server.ready_s < 60
-        stubs = _children(server.pid)
+        stubs = descendants(server.pid)
         assert len(stubs) == 2, server.log()  # one Python-backend stub per model instance
         assert server.stop() == 0
-        assert [p for p in stubs if _alive(p)] == []
+        assert [p for p in stubs if alive(p)] == []
         assert "successfully unloaded 'clf.fp32'" in server.log()
     finally:
         server.kill()
