@@ -3,7 +3,7 @@
 Raw onnxruntime in-process (``raw.py``: best-batch throughput, batch-1 latency) against the gateway in
 a subprocess on free loopback ports, driven by this toolkit's closed loop over HTTP JSON, HTTP binary and
 gRPC, with real sentences packed to 64 tokens. Gateways (one per configuration; see ``CONFIGS``) run
-with 2 onnxruntime intra-op threads and one batch at a time, as the raw session does. Every round runs
+with their default layout (one batch at a time on all cores, as the raw session runs). Every round runs
 every point once, in a shuffled order; windows disturbed by steal or other processes are dropped; medians
 of the rest are quoted. The generator shares the 2 cores with the gateway: its CPU is reported.
 """
@@ -39,7 +39,7 @@ PROTOCOLS = ("http-json", "http-binary", "grpc")
 SATURATION_CONCURRENCY = 64  # two full batches of max_batch_size 32 outstanding
 LATENCY_WINDOW_S, LOAD_WINDOW_S, RAW_WINDOW_S = 1.5, 3.0, 1.0
 WARMUP_S = 0.5  # of each loaded window: left out, so a window measures the steady state
-GATEWAY_ARGS = ("--ort-intra-op-threads", "2", "--executor-workers", "1")
+GATEWAY_ARGS: tuple[str, ...] = ()  # varigate serve's defaults (gateway/backends/layout.py)
 # name -> (description, edit of config.pbtxt)
 CONFIGS: dict[str, tuple[str, Callable[[Any], None] | None]] = {
     "on": (
@@ -47,7 +47,7 @@ CONFIGS: dict[str, tuple[str, Callable[[Any], None] | None]] = {
         common.queue_delay(0),
     ),
     "off": ("no dynamic batching (each request runs alone)", common.no_batching),
-    "shipped": ("config.pbtxt as the compressor wrote it (max_queue_delay 2000 µs)", None),
+    "shipped": ("config.pbtxt as the compressor wrote it (max_queue_delay 2000 µs, adaptive)", None),
 }
 # (config, protocol, concurrency, window seconds)
 POINTS = (

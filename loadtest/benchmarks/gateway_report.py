@@ -22,13 +22,6 @@ from loadtest.benchmarks.raw import RawWindow
 # the issues' targets: (issue 4, issue 3)
 THROUGHPUT_TARGETS = (0.95, 0.90)
 ADDED_P50_TARGETS_MS = (1.0, 1.5)
-TRITON_REFERENCE = (
-    "a real Triton server on this CPU (Python backend running onnxruntime, MiniLM int8, gRPC) reached about "
-    "89-108 seq/s at concurrency 16 with p99 about 200-230 ms, against raw onnxruntime's 117 seq/s at batch "
-    "16, "
-    "and added 3.6 ms at concurrency 1 with dynamic batching on (measured earlier, quoted from issue 4; not "
-    "re-measured here)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +83,9 @@ def _intro(s: Setup) -> str:
         f"each point once in a shuffled order (raw windows {raw_s:g} s, concurrency-1 windows {c1_s:g} s, "
         f"loaded windows {load_s:g} s after {warm_s:g} s of warm-up). Payload: {s.payload}. Raw: an "
         "onnxruntime session in the benchmark process, 2 intra-op threads. Gateway: `varigate serve` in a "
-        f"subprocess on loopback ports with `{s.gateway_args}` (2 intra-op threads, one batch at a time, "
-        "like "
-        "the raw session), serving a copy of the repository's `minilm.int8` whose config.pbtxt differs only "
-        "in "
-        f"batching:\n{configs}\n\nLoad: this toolkit's closed loop (tritonclient asyncio clients, pre-built "
+        f"subprocess on loopback ports{' with `' + s.gateway_args + '`' if s.gateway_args else ''} (its "
+        "default layout), serving a copy of the repository's `minilm.int8` whose config.pbtxt differs only "
+        f"in batching:\n{configs}\n\nLoad: this toolkit's closed loop (tritonclient asyncio clients, pre-built "
         "inputs) in the benchmark process, sharing the 2 cores with the gateway. Saturation = concurrency "
         f"{s.saturation}. Medians over undisturbed windows; ratios are ratios of medians.\n"
     )
@@ -128,7 +119,7 @@ def _targets(
             f"- added p50 at concurrency 1 over {proto}: {fmt(a, '+.2f')} ms; target < "
             f"{ADDED_P50_TARGETS_MS[0]} ms: {verdict}"
         )
-    lines.append(f"- for reference, {TRITON_REFERENCE}.")
+    lines.append("- Triton and MLServer side by side, in one run: section `peers`.")
     return "\n".join(lines)
 
 
@@ -169,35 +160,12 @@ def _limits(results: Results, best_b: int) -> str:
     c16 = {cfg: kept_median(ms, lambda m: m.mean_batch_rows) for cfg, ms in results.c16.items()}
     return "\n".join(
         [
-            "\n### What limits it\n",
-            (
-                f"- CPU per sequence at saturation: raw onnxruntime {fmt(raw_ms, '.2f')} ms (batch {best_b}, "
-                "its own "
-                f"threads); the gateway process {gateway}; the load generator {generator}. What the gateway "
-                "spends "
-                "beyond raw onnxruntime (protocol decoding and encoding, batching, padding, copies, in "
-                "Python on one "
-                "event loop) and what the generator spends come out of the same 2 cores that onnxruntime "
-                "needs for "
-                "compute: the throughput ratio falls short of 1 by about that share."
-            ),
-            (
-                "- At concurrency 1 the added latency is one round trip through the client library, the HTTP "
-                "or gRPC "
-                "server, the batcher and the hop to the executor thread. With the compressor's shipped "
-                "config a lone "
-                "request also waits the full `max_queue_delay` (2000 µs, Triton's semantics) before it runs: "
-                "see the "
-                "`shipped config` row; the other rows serve `max_queue_delay 0`, where batches still form "
-                "from the "
-                "requests that queue while the previous batch runs."
-            ),
-            (
-                f"- Batching at concurrency 16: mean executed batch {fmt(c16.get('on'), '.1f')} rows with "
-                "batching on "
-                f"(the config's preferred sizes cut batches at 8 or 16), {fmt(c16.get('off'), '.1f')} with "
-                "it off."
-            ),
+            "\n### CPU and batches (measured)\n",
+            f"- CPU per sequence at saturation: raw onnxruntime {fmt(raw_ms, '.2f')} ms (batch {best_b}, its "
+            f"own threads); the gateway process {gateway}; the load generator {generator}.",
+            f"- Mean executed batch at concurrency 16 over gRPC: {fmt(c16.get('on'), '.1f')} rows with "
+            f"batching on, {fmt(c16.get('off'), '.1f')} with it off.",
+            "- Where the gateway's time goes, sampled with py-spy: section `peers`.",
         ]
     )
 
