@@ -86,8 +86,8 @@ def _intro(s: Setup) -> str:
         f"subprocess on loopback ports{' with `' + s.gateway_args + '`' if s.gateway_args else ''} (its "
         "default layout), serving a copy of the repository's `minilm.int8` whose config.pbtxt differs only "
         f"in batching:\n{configs}\n\nLoad: this toolkit's closed loop (tritonclient asyncio clients, "
-        "pre-built inputs) in the benchmark process, sharing the 2 cores with the gateway. Saturation = concurrency "
-        f"{s.saturation}. Medians over undisturbed windows; ratios are ratios of medians.\n"
+        "pre-built inputs) in the benchmark process, sharing the 2 cores with the gateway. Saturation = "
+        f"concurrency {s.saturation}. Medians over undisturbed windows; ratios are ratios of medians.\n"
     )
 
 
