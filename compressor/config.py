@@ -43,7 +43,12 @@ class ProfileConfig(BaseModel):
     warmup: int = Field(3, ge=0, description="Untimed runs before each batch size.")
     min_iterations: int = Field(10, ge=3, description="Timed runs per batch size, at least.")
     max_seconds_per_batch: float = Field(2.0, gt=0, description="Stop timing a batch size after this long.")
-    intra_op_threads: int = Field(2, ge=1, description="onnxruntime intra-op threads while profiling.")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads while profiling; 0 = those of the gateway's default layout "
+        "(varigate/contract/execution.py), so that the cards describe what the gateway serves with.",
+    )
 
 
 class PruneConfig(BaseModel):

@@ -21,12 +21,13 @@ class Session(Protocol):
     def run(self, output_names: list[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[Any]: ...
 
 
-def session(path: Path, threads: int = 2) -> Session:
+def session(path: Path, threads: int = 2, spinning: bool = True) -> Session:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     sess: Session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return sess
 

@@ -17,6 +17,7 @@ import numpy as np
 from compressor import progress
 from compressor.config import ProfileConfig
 from compressor.evaluate import session
+from varigate.contract import execution
 from varigate.contract.card import BatchProfile
 
 Feeds = dict[str, np.ndarray]
@@ -68,7 +69,8 @@ def profile(
     name: str | None = None,
 ) -> tuple[list[BatchProfile], dict[str, Any]]:
     """Latency per batch size; a progress task ``profile <name>`` (default: the file's stem) shows it."""
-    sess = session(path, config.intra_op_threads)
+    layout = execution.choose(intra_op_threads=config.intra_op_threads)
+    sess = session(path, layout.intra_op_threads, spinning=layout.spinning)
     points: list[BatchProfile] = []
     sizes = batch_sizes(max_batch, config.batch_sizes)
     steal0, total0 = cpu_times()
@@ -94,7 +96,9 @@ def profile(
             shown.update(bs=bs, p50_ms=points[-1].p50_ms)
     steal1, total1 = cpu_times()
     conditions = {
-        "intra_op_threads": config.intra_op_threads,
+        "intra_op_threads": layout.intra_op_threads,
+        "spinning": layout.spinning,
+        "layout": layout.name,
         "cpu_steal_fraction": (steal1 - steal0) / (total1 - total0) if total1 > total0 else None,
     }
     return points, conditions

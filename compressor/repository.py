@@ -61,7 +61,9 @@ class ServingSpec:
     max_batch_size: int
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 2000
-    instance_count: int = 0  # 0: no instance_group; the gateway's layout decides (gateway/backends/layout.py)
+    instance_count: int = (
+        0  # 0: no instance_group; the gateway's layout decides (varigate/contract/execution.py)
+    )
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
 

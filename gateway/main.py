@@ -15,6 +15,7 @@ import logging
 import resource
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,11 +171,12 @@ class Gateway:
         if s.allow_metrics:
             self.metrics_port = self._serve(self.metrics.asgi_app(), s.metrics_host, s.metrics_port)
         log.info(
-            "varigate serving %s: HTTP %s, gRPC %s, metrics %s",
+            "varigate serving %s: HTTP %s, gRPC %s, metrics %s; event loop %s",
             s.repository,
             self.http_port or "off",
             self.grpc_port or "off",
             self.metrics_port or "off",
+            type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
     def _serve(self, app: Any, host: str, port: int) -> int:
@@ -266,13 +268,28 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What ``asyncio.Runner`` makes the loop with for ``Settings.event_loop`` (None: asyncio's own).
+    'auto' takes uvloop when it can be imported; 'uvloop' without it is a RuntimeError."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise RuntimeError("event loop 'uvloop' asked for, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def run(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            return runner.run(serve(settings))
     except (OSError, ValueError, RuntimeError) as e:  # a port taken, a repository that cannot be read
         log.critical("varigate serve: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1

@@ -15,7 +15,6 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gateway.backends.base import DEFAULT_BACKEND
-from gateway.backends.layout import DEFAULT_LAYOUT, LayoutName
 from gateway.core.drift.monitor import DriftConfig
 from gateway.core.models.health import HealthConfig
 from gateway.core.selection.baselines import InfaasPolicy
@@ -24,11 +23,13 @@ from gateway.policies import parse_policy
 from gateway.protocol.codec import DEFAULT_LIMITS, MAX_REQUEST_BYTES
 from gateway.protocol.restricted import parse_restriction
 from gateway.settings_limits import ServerLimits
+from varigate.contract.execution import DEFAULT_LAYOUT, LayoutName
 
 ENV_PREFIX = "VARIGATE_"
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 ControlModeName = Literal["none", "poll", "explicit"]
 InfeasibleName = Literal["serve", "reject", "shed"]
+EventLoopName = Literal["auto", "asyncio", "uvloop"]
 
 # Defaults the core (and the protocol layer) also has come from its configuration, never a second literal.
 _SLO, _DRIFT, _HEALTH = SloConfig(), DriftConfig(), HealthConfig()
@@ -75,9 +76,10 @@ class Settings(ServerLimits):
     )
     layout: LayoutName = Field(
         DEFAULT_LAYOUT,
-        description="How onnxruntime uses the cores (gateway/backends/layout.py): 'pool' = one batch at a "
-        "time on all cores, spinning off; 'pool-spin' = the same, spinning on; 'split' = one core per batch, "
-        "as many batches at once as cores. The --ort-* options and --executor-workers override parts of it.",
+        description="How onnxruntime uses the cores (varigate/contract/execution.py): 'pool' = one batch "
+        "at a time on all cores, spinning off; 'pool-spin' = the same, spinning on; 'split' = one core per "
+        "batch, as many batches at once as cores. The --ort-* options and --executor-workers override parts "
+        "of it.",
     )
     ort_intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads per session; 0 = the layout's."
@@ -205,6 +207,11 @@ class Settings(ServerLimits):
         description="How long the 'infaas' policy avoids a variant it found overloaded.",
     )
     log_level: LogLevel = Field("info", description="Log level of the gateway and its servers.")
+    event_loop: EventLoopName = Field(
+        "auto",
+        description="The event loop that serves HTTP, gRPC and the batchers: 'uvloop' (less CPU time per "
+        "request), 'asyncio' (the standard library's), 'auto' = uvloop when it is installed, else asyncio.",
+    )
 
     @field_validator("policy")
     @classmethod

@@ -1,8 +1,9 @@
 """onnxruntime in the gateway's own process (the default backend).
 
 Sessions are created and warmed up at load, never per request. A batch is one ``session.run``. Runs go to
-one bounded thread pool (onnxruntime releases the GIL) sized by the layout (``gateway.backends.layout``) so
-that executor workers x intra-op threads never exceed the cores this process may use.
+one bounded thread pool (onnxruntime releases the GIL) sized by the layout
+(``varigate.contract.execution``) so that executor workers x intra-op threads never exceed the cores this
+process may use.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.backends.base import Backend, BackendLoadError, Runner
-from gateway.backends.layout import DEFAULT_LAYOUT, choose
 from gateway.core.config import ModelConfig, TensorConfig
 from gateway.core.types import Datatype
+from varigate.contract.execution import DEFAULT_LAYOUT, choose
 from varigate.contract.layout import MODEL_FILENAME
 
 DEFAULT_MODEL_FILENAME = MODEL_FILENAME  # when config.pbtxt names no default_model_filename
@@ -83,7 +84,7 @@ class OnnxRuntimeRunner:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Every variant's sessions share one executor: the compute pool of ``gateway.backends.layout``."""
+    """Every variant's sessions share one executor: the compute pool of ``varigate.contract.execution``."""
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ PROTOCOLS = ("http-json", "http-binary", "grpc")
 SATURATION_CONCURRENCY = 64  # two full batches of max_batch_size 32 outstanding
 LATENCY_WINDOW_S, LOAD_WINDOW_S, RAW_WINDOW_S = 1.5, 3.0, 1.0
 WARMUP_S = 0.5  # of each loaded window: left out, so a window measures the steady state
-GATEWAY_ARGS: tuple[str, ...] = ()  # varigate serve's defaults (gateway/backends/layout.py)
+GATEWAY_ARGS: tuple[str, ...] = ()  # varigate serve's defaults (varigate/contract/execution.py)
 # name -> (description, edit of config.pbtxt)
 CONFIGS: dict[str, tuple[str, Callable[[Any], None] | None]] = {
     "on": (

@@ -28,7 +28,7 @@ from loadtest import payloads
 from loadtest.benchmarks import common
 from loadtest.benchmarks.common import Measured
 from loadtest.benchmarks.peers_profile import Profile, profile
-from loadtest.benchmarks.peers_report import Results, Setup, render
+from loadtest.benchmarks.peers_report import LOGICAL, MLSERVER_HTTP, Point, Results, Setup, render
 from loadtest.benchmarks.raw import RawModel, RawWindow
 from loadtest.clients import Driver, make_driver
 from loadtest.cpu import descendants
@@ -39,7 +39,7 @@ from varigate.contract.layout import model_file
 from varigate.triton_repo import write_python_backend_repo
 
 COMMAND = "python -m loadtest.benchmarks --only peers"
-LOGICAL, SEQ_LEN = "minilm", 64
+SEQ_LEN = 64
 VARIANTS = ("int8", "fp32")
 PROTOCOLS = ("grpc", "http-binary")
 CONCURRENCY = (1, 4, 16, 32, 64)
@@ -47,24 +47,6 @@ RAW_BATCHES = (1, 4, 8, 16, 32)
 LAYOUTS = ("pool-spin", "split")  # beside the default, on int8 over gRPC at LAYOUT_CONCURRENCY
 LAYOUT_CONCURRENCY = (1, 16, 32)
 C1_WINDOW_S, LOAD_WINDOW_S, RAW_WINDOW_S, WARMUP_S = 2.0, 3.0, 1.5, 0.5
-MLSERVER_HTTP = "http-json"  # MLServer refuses the binary tensor extension (422): its HTTP rows are JSON
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    system: str  # "varigate", "varigate --layout X", "triton", "mlserver"
-    variant: str
-    protocol: str  # as the table shows it ("http-binary" also for MLServer's JSON)
-    concurrency: int
-
-    @property
-    def model(self) -> str:
-        return f"{LOGICAL}.{self.variant}"
-
-    @property
-    def wire(self) -> str:
-        """The protocol the driver speaks."""
-        return MLSERVER_HTTP if self.system == "mlserver" and self.protocol != "grpc" else self.protocol
 
 
 def points() -> list[Point]:

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from loadtest.benchmarks.common import Measured, fmt, md_table, median
 from loadtest.benchmarks.gateway_tables import kept_median, latency_ms, raw_median, windows_kept
 from loadtest.benchmarks.peers_profile import Profile
 from loadtest.benchmarks.raw import RawWindow
 
-if TYPE_CHECKING:
-    from loadtest.benchmarks.peers import Point
-
+LOGICAL = "minilm"
+MLSERVER_HTTP = "http-json"  # MLServer refuses the binary tensor extension (422): its HTTP rows are JSON
 THROUGHPUT_TARGETS = {"grpc": 0.95, "http-binary": 0.92}  # x raw onnxruntime's best batch
 ADDED_P50_TARGET_MS = 0.5  # over raw batch 1, gRPC, concurrency 1
 HEAD = (
@@ -31,6 +29,23 @@ HEAD = (
     "mean batch at c=32",
     "windows kept/dropped",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    system: str  # "varigate", "varigate --layout X", "triton", "mlserver"
+    variant: str
+    protocol: str  # as the table shows it ("http-binary" also for MLServer's JSON)
+    concurrency: int
+
+    @property
+    def model(self) -> str:
+        return f"{LOGICAL}.{self.variant}"
+
+    @property
+    def wire(self) -> str:
+        """The protocol the driver speaks."""
+        return MLSERVER_HTTP if self.system == "mlserver" and self.protocol != "grpc" else self.protocol
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ def test_config_round_trips_through_tritons_schema() -> None:
     assert parsed.output[0].data_type == mc.TYPE_FP32 and list(parsed.output[0].dims) == [4]
     assert list(parsed.dynamic_batching.preferred_batch_size) == [8, 16]
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 1500
-    assert not parsed.instance_group  # the gateway's layout decides (gateway/backends/layout.py)
+    assert not parsed.instance_group  # the gateway's layout decides (varigate/contract/execution.py)
     assert parsed.parameters["varigate.logical_model"].string_value == "m"
     assert parsed.parameters["varigate.variant"].string_value == "int8"
 

@@ -1,4 +1,4 @@
-"""The execution layout (``gateway.backends.layout``) and what it decides: the cores split between
+"""The execution layout (``varigate.contract.execution``) and what it decides: the cores split between
 onnxruntime's threads and the compute pool's workers, and the instances of a config.pbtxt that declares no
 ``instance_group`` (shown by the config endpoint, as Triton's auto-completed config is)."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.backends.base import BackendLoadError
-from gateway.backends.layout import choose
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
+from varigate.contract.execution import choose
 
 from .conftest import serving
 

@@ -85,6 +85,7 @@ GATEWAY_OWN = {
     "policy",
     "infaas_blacklist_secs",  # a parameter of InfaasPolicy, not a configuration class: checked below
     "log_level",
+    "event_loop",
     "default_max_queue_size",
     "default_queue_timeout_ms",
 }

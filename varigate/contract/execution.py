@@ -1,4 +1,6 @@
 """The execution layout: how the cores this process may use are split between onnxruntime's threads.
+It is part of the contract because both sides use it: the gateway serves with it, and the compressor
+profiles every variant's latency at it, so that the cards describe the layout the scheduler runs on.
 
 One compute pool per process: every batch of every variant runs on the backend's one executor, whose
 ``workers`` x ``intra_op_threads`` never exceed the cores, so several loaded variants share the machine
