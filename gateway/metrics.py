@@ -20,6 +20,10 @@ Label values are bounded: ``model`` / ``variant`` only ever name models the gate
 queued, so from the repository). A request event naming anything else is counted with ``model=""``,
 ``variant=""``, ``version=""`` (``UNKNOWN_MODEL``), so no request can add a series per name it makes up.
 Today the core reports only routed requests; requests for unknown or unready models are not counted.
+
+Cheap per request: labelled children are made once and kept (``_Children``), Triton's counters of one
+event are added under one lock, and the queue gauges (reported by the batchers on every enqueue, batch and
+finish) are set from the last report when a scrape reads them.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import dataclasses
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.core.telemetry.observer import BatchEvent, Outcome, RequestEvent
 from gateway.metrics_policy import PolicyMetrics
@@ -65,6 +70,24 @@ Labels = tuple[tuple[str, str], ...]
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class _Children(Generic[_M]):
+    """A metric's labelled children, kept once made: ``labels()`` checks its arguments and takes a lock on
+    every call. The label values are bounded (see the module docstring), and so is this cache."""
+
+    __slots__ = ("_made", "_metric")
+
+    def __init__(self, metric: _M) -> None:
+        self._metric = metric
+        self._made: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._made.get(values)
+        if child is None:
+            child = self._made[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -125,9 +148,18 @@ class Metrics:
             "varigate_variant_circuit_open", "1 while the variant's circuit breaker is open", mv, registry=r
         )
         self.policy = PolicyMetrics(r)  # variant selection, SLOs, drift: the policies' PolicyObserver
+        self._requests, self._batches = _Children(self.requests), _Children(self.batches)
+        self._request_duration = _Children(self.request_duration)
+        self._queue_duration = _Children(self.queue_duration)
+        self._compute_duration = _Children(self.compute_duration)
+        self._batch_size = _Children(self.batch_size)
+        self._queue_depth, self._inflight = _Children(self.queue_depth), _Children(self.inflight)
         self._lock = threading.Lock()
         self._triton: dict[str, dict[Labels, float]] = defaultdict(dict)
         self._known: set[str] = set()  # models announced by model_state / queue_changed
+        # (logical model, model, version) -> (queued, inflight) as last reported; the gauges are set from
+        # it when they are read (render): a batcher reports several times per request
+        self._queues: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     # -- Observer ---------------------------------------------------------------------------------------
 
@@ -136,42 +168,36 @@ class Metrics:
             unknown = UNKNOWN_MODEL
             event = dataclasses.replace(event, logical_model=unknown, model=unknown, version=unknown)
         mv = (event.logical_model, event.model)
-        outcome = event.outcome.value if event.outcome is Outcome.SUCCESS else event.reason
-        self.requests.labels(*mv, event.protocol, outcome).inc()
+        ok = event.outcome is Outcome.SUCCESS
+        self._requests(*mv, event.protocol, event.outcome.value if ok else event.reason).inc()
         self.policy.request_done(event)
         tri = (("model", event.model), ("version", event.version))
-        if event.outcome is Outcome.SUCCESS:
-            self.request_duration.labels(*mv, event.protocol).observe(event.request_s)
-            self.queue_duration.labels(*mv).observe(event.queue_s)
-            self.compute_duration.labels(*mv).observe(event.compute_s)
-            self._add("nv_inference_request_success", tri, 1)
-            self._add("nv_inference_request_duration_us", tri, event.request_s * 1e6)
-            self._add("nv_inference_queue_duration_us", tri, event.queue_s * 1e6)
-            self._add("nv_inference_compute_infer_duration_us", tri, event.compute_s * 1e6)
-        else:
+        if ok:
+            self._request_duration(*mv, event.protocol).observe(event.request_s)
+            self._queue_duration(*mv).observe(event.queue_s)
+            self._compute_duration(*mv).observe(event.compute_s)
             self._add(
-                "nv_inference_request_failure",
-                (*tri, ("reason", TRITON_REASONS.get(event.reason, "OTHER"))),
-                1,
+                tri,
+                ("nv_inference_request_success", 1),
+                ("nv_inference_request_duration_us", event.request_s * 1e6),
+                ("nv_inference_queue_duration_us", event.queue_s * 1e6),
+                ("nv_inference_compute_infer_duration_us", event.compute_s * 1e6),
             )
+        else:
+            reason = ("reason", TRITON_REASONS.get(event.reason, "OTHER"))
+            self._add((*tri, reason), ("nv_inference_request_failure", 1))
 
     def batch_done(self, event: BatchEvent) -> None:
         mv = (event.logical_model, event.model)
-        self.batches.labels(*mv, "success" if event.ok else "failure").inc()
+        self._batches(*mv, "success" if event.ok else "failure").inc()
         if event.ok:
-            self.batch_size.labels(*mv).observe(event.rows)
+            self._batch_size(*mv).observe(event.rows)
             tri = (("model", event.model), ("version", event.version))
-            self._add("nv_inference_count", tri, event.rows)
-            self._add("nv_inference_exec_count", tri, 1)
+            self._add(tri, ("nv_inference_count", event.rows), ("nv_inference_exec_count", 1))
 
     def queue_changed(self, logical_model: str, model: str, version: str, queued: int, inflight: int) -> None:
         self._known.add(model)
-        self.queue_depth.labels(logical_model, model, version).set(queued)
-        self.inflight.labels(logical_model, model, version).set(inflight)
-        with self._lock:
-            self._triton["nv_inference_pending_request_count"][(("model", model), ("version", version))] = (
-                queued
-            )
+        self._queues[(logical_model, model, version)] = (queued, inflight)
 
     def circuit_changed(self, logical_model: str, model: str, open_: bool) -> None:
         self.circuit_open.labels(logical_model, model).set(1 if open_ else 0)
@@ -182,15 +208,21 @@ class Metrics:
 
     # -- exposition -------------------------------------------------------------------------------------
 
-    def _add(self, name: str, labels: Labels, value: float) -> None:
+    def _add(self, labels: Labels, *values: tuple[str, float]) -> None:
         with self._lock:
-            family = self._triton[name]
-            family[labels] = family.get(labels, 0.0) + value
+            for name, value in values:
+                family = self._triton[name]
+                family[labels] = family.get(labels, 0.0) + value
 
     def render(self) -> bytes:
         """The whole text exposition (format 0.0.4): native metrics, then Triton's."""
         lines: list[str] = []
         with self._lock:
+            pending = self._triton["nv_inference_pending_request_count"]
+            for (logical_model, model, version), (queued, inflight) in list(self._queues.items()):
+                self._queue_depth(logical_model, model, version).set(queued)
+                self._inflight(logical_model, model, version).set(inflight)
+                pending[(("model", model), ("version", version))] = queued
             for kind, families in (("counter", _TRITON_COUNTERS), ("gauge", _TRITON_GAUGES)):
                 for name, help_text in families.items():
                     lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
