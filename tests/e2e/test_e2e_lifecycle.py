@@ -130,7 +130,9 @@ async def test_explicit_mode_and_restricted_repository_api(start_gateway: Any) -
 
 
 async def test_sigterm_drains_every_accepted_request(start_gateway: Any) -> None:
-    gw: GatewayProcess = start_gateway(variants=("fp32",), classifier=False, max_queue_delay_us=1_000_000)
+    gw: GatewayProcess = start_gateway(
+        variants=("fp32",), classifier=False, max_queue_delay_us=1_000_000, adaptive_delay=False
+    )
     batches = [tiny_batch(1, 3 + i, seed=30 + i) for i in range(6)]
     async with tha.InferenceServerClient(gw.http) as http, tga.InferenceServerClient(gw.grpc) as grpc:
         calls = [

@@ -89,6 +89,7 @@ def queue_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayP
         variants=("fp32",),
         classifier=False,
         max_queue_delay_us=1_000_000,
+        adaptive_delay=False,  # the delay holds requests: Triton's rule
         max_queue_size=2,
         allow_timeout_override=True,
     )
@@ -147,6 +148,7 @@ async def test_priorities(start_gateway: Any) -> None:
         classifier=False,
         max_batch_size=4,
         max_queue_delay_us=1_000_000,
+        adaptive_delay=False,  # the delay holds requests: Triton's rule
         priority_levels=2,
         default_priority_level=2,
     )

@@ -164,7 +164,7 @@ class Predictions(NullPolicyObserver):
 
 
 async def test_the_slo_policy_predicts_the_early_fire_the_batcher_makes(build: Callable[..., Path]) -> None:
-    repo = build(variants=("fp32",), classifier=False, max_queue_delay_us=800_000)
+    repo = build(variants=("fp32",), classifier=False, max_queue_delay_us=800_000, adaptive_delay=False)
     predictions = Predictions()
     ids = np.array([[1, 2, 3]], dtype=np.int64)
     async with serving(repo, policy=SloPolicy(observer=predictions)) as service:

@@ -251,7 +251,11 @@ def test_settings_name_the_policy() -> None:
 
 async def test_the_batcher_fires_early_rather_than_miss_a_deadline(tmp_path: Path) -> None:
     repo = build_tiny_repository(
-        tmp_path / "repo", variants=("fp32",), classifier=False, max_queue_delay_us=800_000
+        tmp_path / "repo",
+        variants=("fp32",),
+        classifier=False,
+        max_queue_delay_us=800_000,
+        adaptive_delay=False,
     )
     ids = np.array([[1, 2, 3]], dtype=np.int64)
     async with serving(repo) as service:
