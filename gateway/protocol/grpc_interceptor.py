@@ -116,10 +116,26 @@ class CallClock:
         self.last_s = time.monotonic()
 
 
+class _Method:
+    """One method the server serves, as the interceptor answers it: the server's handler, the handler
+    wrapped once (tolerant decoding; the status table for unary calls), and its restricted API group
+    where a restriction applies to that group."""
+
+    __slots__ = ("api", "found", "wrapped")
+
+    def __init__(self, found: Any, wrapped: Any, api: str | None) -> None:
+        self.found, self.wrapped, self.api = found, wrapped, api
+
+
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once, on its first call, and returns that wrapper to every later call:
+    a server's handlers are fixed once it starts, and only methods it serves are kept (bounded). The
+    restricted-API header is still checked on every call, for methods whose group is restricted."""
+
     def __init__(self, restrictions: Restrictions, clock: CallClock | None = None) -> None:
         self._restrictions = restrictions
         self._clock = clock or CallClock()
+        self._methods: dict[str, _Method] = {}
 
     async def intercept_service(
         self,
@@ -129,21 +145,31 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         self._clock.last_s = time.monotonic()
-        found = await continuation(details)
-        if found is None:
-            return None
-        handler: Any = found  # see _replaced: grpc's namedtuple, with aio behaviours
-        api = _api_of(details.method)
-        if api is not None:
+        method = self._methods.get(details.method)
+        if method is None:
+            found = await continuation(details)
+            if found is None:
+                return None
+            method = self._methods[details.method] = self._wrap(found, details.method)
+        if method.api is not None:
             headers = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
             try:
-                self._restrictions.check(api, headers.get)
+                self._restrictions.check(method.api, headers.get)
             except GatewayError as e:
-                return _refusal(handler, grpc_code(e.kind), e.message)
-        parse = _tolerant(handler.request_deserializer, details.method)
+                return _refusal(method.found, grpc_code(e.kind), e.message)
+        wrapped: grpc.RpcMethodHandler[_Req, _Resp] = method.wrapped
+        return wrapped
+
+    def _wrap(self, found: grpc.RpcMethodHandler[_Req, _Resp], name: str) -> _Method:
+        handler: Any = found  # see _replaced: grpc's namedtuple, with aio behaviours
+        api = _api_of(name)
+        restricted = api if api is not None and api in self._restrictions.by_api else None
+        parse = _tolerant(handler.request_deserializer, name)
         if handler.unary_unary is not None:
-            return _replaced(found, request_deserializer=parse, unary_unary=_unary(handler.unary_unary))
-        return _replaced(found, request_deserializer=parse)
+            wrapped = _replaced(found, request_deserializer=parse, unary_unary=_unary(handler.unary_unary))
+        else:
+            wrapped = _replaced(found, request_deserializer=parse)
+        return _Method(found, wrapped, restricted)
 
 
 def _refusal(
