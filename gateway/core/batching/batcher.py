@@ -24,14 +24,13 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import numpy as np
 
 from gateway.core.batching.admission import Admission
 from gateway.core.batching.formation import ALONE, QUIET_GAPS, Rules, batches, quiet
 from gateway.core.batching.padding import merge, signature, split
-from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue
+from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue, call_or_all_done
 from gateway.core.config import ModelConfig
 from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Unavailable
 from gateway.core.models.runner import Runner
@@ -235,19 +234,24 @@ class Batcher:
             task.add_done_callback(self._batches.discard)
 
     async def _next_batch(self) -> list[QueuedRequest]:
-        while True:
-            self._wakeup.clear()
-            if self.queued:
-                batch, wake_at_ns = self._plan(time.monotonic_ns())
-                if batch:
-                    return batch
-                timeout: float | None = max(0.0, (wake_at_ns - time.monotonic_ns()) / 1e9)
-            else:
-                timeout = None
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                pass
+        """Woken by every change, and when a held-back batch is due by a timer that sets the same event
+        (no task per wait); a stale timer only wakes it once more."""
+        loop, timer = asyncio.get_running_loop(), None
+        try:
+            while True:
+                self._wakeup.clear()
+                if self.queued:
+                    batch, wake_at_ns = self._plan(time.monotonic_ns())
+                    if batch:
+                        return batch
+                    if timer is not None:
+                        timer.cancel()
+                    delay_s = max(0.0, (wake_at_ns - time.monotonic_ns()) / 1e9)
+                    timer = loop.call_later(delay_s, self._wakeup.set)
+                await self._wakeup.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _execute(self, batch: list[QueuedRequest]) -> None:
         try:
@@ -297,11 +301,7 @@ class Batcher:
         """The backend's outputs, or ``None`` when every request of the batch ran past its deadline first
         (the call is then awaited to its end, holding the batch's slot, and its result dropped)."""
         call = asyncio.ensure_future(self.runner.infer(feeds))
-        waiting = [it.future for it in batch if not it.future.done()]
-        while waiting and not call.done():
-            either: list[asyncio.Future[Any]] = [call, *waiting]
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            waiting = [f for f in waiting if not f.done()]
+        await call_or_all_done(call, [it.future for it in batch])
         if call.done():
             return await call
         futures = [it.future for it in batch]

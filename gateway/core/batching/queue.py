@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -146,3 +147,34 @@ class RequestQueue:
         item.future.set_exception(
             DeadlineExceeded(f"request to model {self._model!r} timed out after {timeout_us} us in the queue")
         )
+
+
+async def call_or_all_done(call: asyncio.Future[Any], futures: Sequence[asyncio.Future[BatchResult]]) -> None:
+    """Return once ``call`` is done or every one of ``futures`` is (its requests all answered elsewhere:
+    run out or cancelled). What ``asyncio.wait(FIRST_COMPLETED)`` in a loop does, without its set, its
+    coroutine checks and a wait per request that finishes early."""
+    left = sum(not f.done() for f in futures)
+    if call.done() or not left:
+        return
+    waiter: asyncio.Future[None] = call.get_loop().create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def one_done(_: object) -> None:
+        nonlocal left
+        left -= 1
+        if not left:
+            wake()
+
+    call.add_done_callback(wake)
+    waiting = [f for f in futures if not f.done()]
+    for f in waiting:
+        f.add_done_callback(one_done)
+    try:
+        await waiter
+    finally:
+        call.remove_done_callback(wake)
+        for f in waiting:
+            f.remove_done_callback(one_done)
