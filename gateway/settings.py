@@ -76,10 +76,10 @@ class Settings(ServerLimits):
     )
     layout: LayoutName = Field(
         DEFAULT_LAYOUT,
-        description="How onnxruntime uses the cores (varigate/contract/execution.py): 'pool' = one batch "
-        "at a time on all cores, spinning off; 'pool-spin' = the same, spinning on; 'split' = one core per "
-        "batch, as many batches at once as cores. The --ort-* options and --executor-workers override parts "
-        "of it.",
+        description="How onnxruntime uses the cores (varigate/contract/execution.py): 'adaptive' = a batch "
+        "alone runs on all cores, batches under load one core each; 'wide' = one batch at a time on all "
+        "cores, spinning off; 'wide-spin' = the same, spinning on; 'split' = one core per batch. The --ort-* "
+        "options and --executor-workers override parts of it.",
     )
     ort_intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads per session; 0 = the layout's."

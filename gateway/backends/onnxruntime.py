@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.backends.base import Backend, BackendLoadError, Runner
+from gateway.backends.cores import Cores
 from gateway.core.config import ModelConfig, TensorConfig
 from gateway.core.types import Datatype
 from varigate.contract.execution import DEFAULT_LAYOUT, choose
@@ -64,23 +65,42 @@ def datatype_to_onnx(datatype: Datatype) -> str:
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, session: ort.InferenceSession, config: ModelConfig) -> None:
-        self.session, self.config = session, config
+    """Runs a batch on ``session``; with ``narrow`` and ``cores`` (the adaptive layout), on ``session`` when
+    the batch has the pool to itself and on the single-threaded ``narrow`` otherwise."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        config: ModelConfig,
+        narrow: ort.InferenceSession | None = None,
+        cores: Cores | None = None,
+    ) -> None:
+        self.session, self.narrow, self.config, self._cores = session, narrow, config, cores
         self._outputs = [o.name for o in session.get_outputs()]
         self._bytes_inputs = {t.name for t in config.inputs if t.datatype is Datatype.BYTES}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         ort_feeds = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in feeds.items()}
-        results = self.session.run(self._outputs, ort_feeds)
+        if self._cores is None or self.narrow is None:
+            results = self.session.run(self._outputs, ort_feeds)
+        else:
+            with self._cores.hold() as wide:
+                results = (self.session if wide else self.narrow).run(self._outputs, ort_feeds)
         return {name: _from_ort(arr) for name, arr in zip(self._outputs, results, strict=True)}
 
     def warmup(self) -> None:
         batches = sorted({1, self.config.max_batch_size}) if self.config.max_batch_size > 0 else [0]
-        for rows in batches:
-            self.run({t.name: _zeros(t, rows) for t in self.config.inputs if not t.optional})
+        for session in (self.session, self.narrow):
+            if session is None:
+                continue
+            for rows in batches:
+                feeds = {t.name: _zeros(t, rows) for t in self.config.inputs if not t.optional}
+                ort_feeds = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in feeds.items()}
+                session.run(self._outputs, ort_feeds)
 
     def close(self) -> None:
         del self.session
+        self.narrow = None
 
 
 class OnnxRuntimeBackend(Backend):
@@ -117,6 +137,7 @@ class OnnxRuntimeBackend(Backend):
         self._opt_level = _OPT_LEVELS[graph_optimization_level]
         self._spinning = chosen.spinning
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnxruntime")
+        self._cores = Cores(chosen.cores) if chosen.adaptive else None
 
     @property
     def default_instances(self) -> int:
@@ -135,18 +156,24 @@ class OnnxRuntimeBackend(Backend):
         path = model_dir / (config.default_model_filename or DEFAULT_MODEL_FILENAME)
         if not path.is_file():
             raise BackendLoadError(f"model {config.name!r}: no model file at {path}")
+        session = self._session(config, path, self.intra_op_threads)
+        _check_signature(config, session, path)
+        if self._cores is None:
+            return OnnxRuntimeRunner(session, config)
+        narrow = self._session(config, path, self.layout.narrow_threads)
+        return OnnxRuntimeRunner(session, config, narrow, self._cores)
+
+    def _session(self, config: ModelConfig, path: Path, threads: int) -> ort.InferenceSession:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = self.inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = self._opt_level
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spinning else "0")
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BackendLoadError(f"model {config.name!r}: onnxruntime cannot load {path}: {e}") from None
-        _check_signature(config, session, path)
-        return OnnxRuntimeRunner(session, config)
 
 
 def _check_signature(config: ModelConfig, session: ort.InferenceSession, path: Path) -> None:

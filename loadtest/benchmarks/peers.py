@@ -44,7 +44,7 @@ VARIANTS = ("int8", "fp32")
 PROTOCOLS = ("grpc", "http-binary")
 CONCURRENCY = (1, 4, 16, 32, 64)
 RAW_BATCHES = (1, 4, 8, 16, 32)
-LAYOUTS = ("pool-spin", "split")  # beside the default, on int8 over gRPC at LAYOUT_CONCURRENCY
+LAYOUTS = ("wide", "split")  # beside the default, on int8 over gRPC at LAYOUT_CONCURRENCY
 LAYOUT_CONCURRENCY = (1, 16, 32)
 C1_WINDOW_S, LOAD_WINDOW_S, RAW_WINDOW_S, WARMUP_S = 2.0, 3.0, 1.5, 0.5
 
