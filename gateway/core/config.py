@@ -49,11 +49,11 @@ class TensorConfig:
     datatype: Datatype
     dims: tuple[int, ...]  # without the batch dimension when the model batches; -1 = variable
     optional: bool = False
+    variable_axes: tuple[int, ...] = field(init=False, repr=False, compare=False)  # axes whose size is -1
 
-    @property
-    def variable_axes(self) -> tuple[int, ...]:
-        """Axes (in ``dims``) whose size is -1."""
-        return tuple(i for i, d in enumerate(self.dims) if d == -1)
+    def __post_init__(self) -> None:
+        axes = tuple(i for i, d in enumerate(self.dims) if d == -1)
+        object.__setattr__(self, "variable_axes", axes)  # derived once: read several times per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +108,26 @@ class ModelConfig:
     instance_count: int = 1
     default_model_filename: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
+    # derived from the fields once (every request reads them): see the properties below
+    _derived: tuple[str, str, bool, frozenset[str] | str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        logical = self.parameters.get(PARAM_LOGICAL_MODEL, "") or self.name
+        variant = self.parameters.get(PARAM_VARIANT, "") or self.name
+        adaptive = self.parameters.get(PARAM_ADAPTIVE_DELAY, "true").strip().lower() not in (
+            "false",
+            "0",
+            "no",
+        )
+        object.__setattr__(self, "_derived", (logical, variant, adaptive, self._pad_inputs()))
 
     @property
     def logical_model(self) -> str:
-        return self.parameters.get(PARAM_LOGICAL_MODEL, "") or self.name
+        return self._derived[0]
 
     @property
     def variant(self) -> str:
-        return self.parameters.get(PARAM_VARIANT, "") or self.name
+        return self._derived[1]
 
     def input(self, name: str) -> TensorConfig:
         for t in self.inputs:
@@ -134,11 +146,19 @@ class ModelConfig:
     @property
     def adaptive_delay(self) -> bool:
         """Whether an incomplete batch may stop waiting early when no arrivals are expected in time."""
-        return self.parameters.get(PARAM_ADAPTIVE_DELAY, "true").strip().lower() not in ("false", "0", "no")
+        return self._derived[2]
 
     @property
     def pad_inputs(self) -> frozenset[str]:
-        """Inputs the batcher may zero-pad along their variable axes to batch different lengths."""
+        """Inputs the batcher may zero-pad along their variable axes to batch different lengths
+        (ValueError when the parameter names inputs the model does not have)."""
+        pad = self._derived[3]
+        if isinstance(pad, str):
+            raise ValueError(pad)
+        return pad
+
+    def _pad_inputs(self) -> frozenset[str] | str:
+        """``pad_inputs``, or why the parameter is wrong."""
         raw = self.parameters.get(PARAM_PAD_INPUTS)
         if raw is None:
             return frozenset(
@@ -147,9 +167,7 @@ class ModelConfig:
         names = frozenset(n.strip() for n in raw.split(",") if n.strip() and n.strip() != "none")
         unknown = names - {t.name for t in self.inputs}
         if unknown:
-            raise ValueError(
-                f"model {self.name!r}: {PARAM_PAD_INPUTS} names unknown inputs {sorted(unknown)}"
-            )
+            return f"model {self.name!r}: {PARAM_PAD_INPUTS} names unknown inputs {sorted(unknown)}"
         return names
 
 

@@ -7,7 +7,7 @@ every READY variant is a candidate for the policy).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway.core.api import RepositoryEntry
@@ -41,6 +41,12 @@ class ModelRecord:
     spec: ModelSpec | None  # None when its config could not be read and nothing older is known
     versions: tuple[VersionState, ...] = ()  # ascending
     reason: str = ""  # model-level: why it is unavailable, or why a newer copy was refused
+    # the READY versions, found once (records are replaced whole, never changed): read by every request
+    ready: tuple[VersionState, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ready = tuple(v for v in self.versions if v.state is ModelState.READY and v.batcher is not None)
+        object.__setattr__(self, "ready", ready)
 
     @property
     def logical_model(self) -> str:
@@ -49,10 +55,6 @@ class ModelRecord:
     @property
     def variant(self) -> str:
         return self.spec.config.variant if self.spec else self.name
-
-    @property
-    def ready(self) -> tuple[VersionState, ...]:
-        return tuple(v for v in self.versions if v.state is ModelState.READY and v.batcher is not None)
 
     def version(self, version: str) -> VersionState:
         """The READY version named (``""`` = the latest READY one)."""
@@ -98,6 +100,9 @@ def _why(reason: str) -> str:
 class Registry:
     def __init__(self) -> None:
         self._records: dict[str, ModelRecord] = {}
+        # logical model -> its variants' records, sorted by name; rebuilt after any put or remove, so a
+        # request for a logical model neither sorts nor scans the records
+        self._variants: dict[str, tuple[ModelRecord, ...]] | None = None
 
     def get(self, name: str) -> ModelRecord | None:
         return self._records.get(name)
@@ -110,16 +115,24 @@ class Registry:
 
     def put(self, record: ModelRecord) -> None:
         self._records[record.name] = record
+        self._variants = None
 
     def remove(self, name: str) -> None:
         self._records.pop(name, None)
+        self._variants = None
 
     def records(self) -> list[ModelRecord]:
         return [self._records[n] for n in sorted(self._records)]
 
     def variants(self, logical_model: str) -> list[ModelRecord]:
         """The records of a logical model's variants, sorted by name (empty when there is no such model)."""
-        return [r for r in self.records() if r.logical_model == logical_model and r.spec is not None]
+        if self._variants is None:
+            by_logical: dict[str, list[ModelRecord]] = {}
+            for r in self.records():
+                if r.spec is not None:
+                    by_logical.setdefault(r.logical_model, []).append(r)
+            self._variants = {name: tuple(records) for name, records in by_logical.items()}
+        return list(self._variants.get(logical_model, ()))
 
     def resolve(self, name: str, version: str = "") -> Route:
         """Where a request for ``name`` (variant or logical model) at ``version`` may go."""
