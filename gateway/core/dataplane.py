@@ -35,6 +35,8 @@ from gateway.core.validation import ValidRequest, validate
 from varigate.contract.keys import DEADLINE_PARAMETER, SLO_MET_PARAMETER, VARIANT_PARAMETER
 
 Target = tuple[ModelRecord, VersionState]
+# numpy dtype -> datatype for outputs, looked up once per dtype (Datatype.from_numpy compares them in turn)
+_DATATYPE_OF = {d.numpy: d for d in Datatype if d is not Datatype.BYTES}
 
 
 class DataPlane:
@@ -242,4 +244,5 @@ def _tensor(name: str, result: BatchResult) -> Tensor:
         raise BackendError(
             f"backend returned no output {name!r}; it returned {sorted(result.outputs)}"
         ) from None
-    return Tensor(name, Datatype.from_numpy(data.dtype), tuple(data.shape), data)
+    datatype = _DATATYPE_OF.get(data.dtype) or Datatype.from_numpy(data.dtype)
+    return Tensor(name, datatype, tuple(data.shape), data)

@@ -52,7 +52,9 @@ def validate(request: InferRequest, config: ModelConfig) -> ValidRequest:
                 )
             rows = n
     _check_shared_axes(feeds, config)
-    missing = sorted(name for name, t in expected.items() if name not in feeds and not t.optional)
+    missing: list[str] = []  # every feed is an expected input, once: as many as inputs, none is missing
+    if len(feeds) != len(expected):
+        missing = sorted(name for name, t in expected.items() if name not in feeds and not t.optional)
     if missing:
         raise InvalidInput(
             f"expected {len(expected)} inputs but got {len(feeds)} inputs for model {model!r}; missing "
@@ -79,16 +81,17 @@ def _array(tensor: Tensor, spec: TensorConfig, config: ModelConfig) -> np.ndarra
         raise InvalidInput(f"{where}: expected datatype {spec.datatype.value}, got {tensor.datatype.value}")
     shape = tuple(tensor.shape)
     expected = ((-1,) if config.max_batch_size > 0 else ()) + spec.dims
-    if (
-        len(shape) != len(expected)
-        or any(e != -1 and e != s for e, s in zip(expected, shape, strict=True))
-        or min(shape, default=0) < 0
-    ):
+    fits, empty = len(shape) == len(expected), -1
+    for i, (e, s) in enumerate(zip(expected, shape, strict=True) if fits else ()):
+        if s < 0 or (e != -1 and e != s):  # one pass: a mismatch or a negative size, the first empty axis
+            fits = False
+        elif e == -1 and s == 0 and empty < 0:
+            empty = i
+    if not fits:
         raise InvalidInput(f"{where}: expected shape {list(expected)}, got {list(shape)}")
-    empty = [i for i, (e, s) in enumerate(zip(expected, shape, strict=True)) if e == -1 and s == 0]
-    if empty:
+    if empty >= 0:
         raise InvalidInput(
-            f"{where}: shape {list(shape)} has size 0 in variable dimension {empty[0]}; this server runs "
+            f"{where}: shape {list(shape)} has size 0 in variable dimension {empty}; this server runs "
             "no empty tensors"
         )
     data = tensor.data
@@ -143,9 +146,9 @@ def _check_utf8(data: np.ndarray, where: str) -> None:
 
 
 def _outputs(request: InferRequest, config: ModelConfig) -> tuple[str, ...]:
-    known = [t.name for t in config.outputs]
     if request.outputs is None:
-        return tuple(known)
+        return tuple(t.name for t in config.outputs)
+    known = [t.name for t in config.outputs]
     names: list[str] = []
     for out in request.outputs:
         if out.name not in known:

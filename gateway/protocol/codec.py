@@ -32,6 +32,9 @@ WIRE_TENSOR_PARAMETERS = frozenset({"binary_data_size", "binary_data"})
 SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 # The largest HTTP request body (after decompression) and gRPC message a server takes by default.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Looked up once, not per tensor: the datatype of each wire name, and each datatype's little-endian dtype.
+_DATATYPES = {d.value: d for d in Datatype}
+_LITTLE_ENDIAN = {d: d.numpy.newbyteorder("<") for d in Datatype}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,9 @@ class ElementBudget:
 
 
 def parse_datatype(value: object, where: str) -> Datatype:
+    known = _DATATYPES.get(value) if isinstance(value, str) else None
+    if known is not None:
+        return known
     if not isinstance(value, str):
         raise InvalidInput(f"{where}: 'datatype' must be a string, got {brief(value)}")
     try:
@@ -107,14 +113,17 @@ def _shape_text(shape: Any) -> str:
 
 def parse_shape(value: object, where: str, limits: RequestLimits = DEFAULT_LIMITS) -> tuple[int, ...]:
     """A declared shape: a list of at most ``limits.max_dims`` integers in [0, ``limits.max_elements``]."""
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+    # lists and tuples first: isinstance against the Sequence ABC is the slow path
+    if not isinstance(value, (list, tuple)) and (
+        not isinstance(value, Sequence) or isinstance(value, (str, bytes))
+    ):
         raise InvalidInput(f"{where}: 'shape' must be a list of integers, got {type(value).__name__}")
     if len(value) > limits.max_dims:
         raise InvalidInput(
             f"{where}: 'shape' has {len(value)} dimensions, more than the limit of {limits.max_dims}"
         )
     for d in value:
-        if not isinstance(d, int) or isinstance(d, bool):
+        if type(d) is not int and (not isinstance(d, int) or isinstance(d, bool)):
             raise InvalidInput(f"{where}: 'shape' must be a list of integers, got {_shape_text(value)}")
         if d < 0:
             raise InvalidInput(f"{where}: 'shape' {_shape_text(value)} has a negative dimension")
@@ -145,6 +154,8 @@ def element_count(shape: tuple[int, ...], where: str = "tensor", limit: int | No
 
 
 def reject_shared_memory(parameters: dict[str, Any] | Any, where: str) -> None:
+    if not parameters:
+        return
     for key in SHARED_MEMORY_PARAMETERS:
         if key in parameters:
             raise Unsupported(f"{where}: shared-memory tensors ('{key}') are not supported by this server")
@@ -212,7 +223,7 @@ def tensor_from_buffer(
                 f"{where}: raw data has {len(buf)} bytes, but shape {list(shape)} of {datatype.value} "
                 f"needs {expected}"
             )
-        data = np.frombuffer(buf, dtype=datatype.numpy.newbyteorder("<"))
+        data = np.frombuffer(buf, dtype=_LITTLE_ENDIAN[datatype])
     return Tensor(name, datatype, shape, data.reshape(shape), parameters or {})
 
 
@@ -220,6 +231,4 @@ def tensor_to_buffer(tensor: Tensor) -> bytes:
     """The raw little-endian bytes of ``tensor`` (BYTES length-prefixed)."""
     if tensor.datatype is Datatype.BYTES:
         return serialize_bytes(np.asarray(tensor.data, dtype=object))
-    arr = np.asarray(tensor.data)
-    want = tensor.datatype.numpy.newbyteorder("<")
-    return np.ascontiguousarray(arr, dtype=want).tobytes()
+    return np.ascontiguousarray(tensor.data, dtype=_LITTLE_ENDIAN[tensor.datatype]).tobytes()

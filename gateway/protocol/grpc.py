@@ -11,7 +11,6 @@ UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -46,9 +45,9 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self._limits = limits
         self._max_stream_inflight = max_stream_inflight
 
-    def _decode(self, request: Any) -> Any:
+    def _decode(self, request: Any, deadline_s: float | None = None) -> Any:
         self._service.check_model(request.model_name, request.model_version)  # before any tensor
-        return codec.decode_infer_request(request, self._limits)
+        return codec.decode_infer_request(request, self._limits, deadline_s)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._service.server_live())
@@ -87,11 +86,9 @@ class InferenceServicer(pbg.GRPCInferenceServiceServicer):  # type: ignore[misc]
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        decoded = self._decode(request)
         remaining = context.time_remaining()  # the client's deadline, if it set one
-        if remaining is not None:
-            decoded = dataclasses.replace(decoded, deadline_s=time.monotonic() + remaining)
-        response = await self._service.infer(decoded)
+        deadline_s = None if remaining is None else time.monotonic() + remaining
+        response = await self._service.infer(self._decode(request, deadline_s))
         return codec.encode_infer_response(response)
 
     async def _stream_one(self, request: Any) -> Any:

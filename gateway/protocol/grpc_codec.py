@@ -50,6 +50,8 @@ _INT64_MAX = 2**63 - 1
 def parameters_from_pb(params: Any) -> dict[str, Any]:
     """An ``InferParameter`` / ``ModelRepositoryParameter`` map as plain Python values."""
     out: dict[str, Any] = {}
+    if not params:  # most messages carry none; iterating a protobuf map goes through ItemsView
+        return out
     for key, value in params.items():
         which = value.WhichOneof("parameter_choice")
         if which is not None:
@@ -114,9 +116,11 @@ def _from_contents(
     return arr.astype(datatype.numpy).reshape(shape)
 
 
-def decode_infer_request(msg: Any, limits: RequestLimits = DEFAULT_LIMITS) -> InferRequest:
+def decode_infer_request(
+    msg: Any, limits: RequestLimits = DEFAULT_LIMITS, deadline_s: float | None = None
+) -> InferRequest:
     """The core request; declared shapes are checked against ``limits`` and the data present before
-    anything is allocated (see ``gateway.protocol.codec``)."""
+    anything is allocated (see ``gateway.protocol.codec``). ``deadline_s``: ``InferRequest.deadline_s``."""
     raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise InvalidInput(
@@ -126,15 +130,16 @@ def decode_infer_request(msg: Any, limits: RequestLimits = DEFAULT_LIMITS) -> In
     seen: set[str] = set()
     budget = ElementBudget(limits)
     for i, inp in enumerate(msg.inputs):
-        if not inp.name:
+        name = inp.name  # each read of a protobuf field makes a new str
+        if not name:
             raise InvalidInput(f"inputs[{i}] has no name")
-        where = f"input {inp.name[:200]!r}"
+        where = f"input {name[:200]!r}"
         budget.take_input(where)
-        if inp.name in seen:
+        if name in seen:
             raise InvalidInput(f"{where} appears more than once")
-        seen.add(inp.name)
+        seen.add(name)
         datatype = parse_datatype(inp.datatype, where)
-        shape = parse_shape(inp.shape, where, limits)
+        shape = parse_shape(tuple(inp.shape), where, limits)
         params = parameters_from_pb(inp.parameters)
         reject_shared_memory(params, where)
         if raw:
@@ -142,10 +147,10 @@ def decode_infer_request(msg: Any, limits: RequestLimits = DEFAULT_LIMITS) -> In
                 raise InvalidInput(
                     f"{where} sets 'contents' while the request uses raw_input_contents; send one"
                 )
-            inputs.append(tensor_from_buffer(inp.name, datatype, shape, raw[i], where, params, budget))
+            inputs.append(tensor_from_buffer(name, datatype, shape, raw[i], where, params, budget))
         elif inp.HasField("contents"):
             data = _from_contents(inp, datatype, shape, where, budget)
-            inputs.append(Tensor(inp.name, datatype, shape, data, params))
+            inputs.append(Tensor(name, datatype, shape, data, params))
         else:
             raise InvalidInput(f"{where} has no 'contents' and the request has no raw_input_contents")
     outputs: list[RequestedOutput] | None = None
@@ -170,6 +175,7 @@ def decode_infer_request(msg: Any, limits: RequestLimits = DEFAULT_LIMITS) -> In
         outputs=outputs,
         parameters=parameters_from_pb(msg.parameters),
         protocol="grpc",
+        deadline_s=deadline_s,
     )
 
 
@@ -179,11 +185,11 @@ def encode_infer_response(response: InferResponse) -> Any:
     )
     parameters_to_pb(response.parameters, msg.parameters)
     for tensor in response.outputs:
-        out = msg.outputs.add(name=tensor.name, datatype=tensor.datatype.value, shape=list(tensor.shape))
-        parameters_to_pb(
-            {k: v for k, v in tensor.parameters.items() if k not in WIRE_TENSOR_PARAMETERS}, out.parameters
-        )
-        msg.raw_output_contents.append(tensor_to_buffer(tensor))
+        out = msg.outputs.add(name=tensor.name, datatype=tensor.datatype.value, shape=tensor.shape)
+        if tensor.parameters:
+            kept = {k: v for k, v in tensor.parameters.items() if k not in WIRE_TENSOR_PARAMETERS}
+            parameters_to_pb(kept, out.parameters)
+    msg.raw_output_contents.extend([tensor_to_buffer(tensor) for tensor in response.outputs])
     return msg
 
 
