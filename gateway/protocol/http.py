@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -70,8 +71,13 @@ def _endpoint(
 def create_app(service: InferenceService, options: HttpOptions | None = None) -> FastAPI:
     opts = options or HttpOptions()
     endpoints = Endpoints(service, opts.max_body_bytes, opts.limits)
-    app = FastAPI(title="varigate", openapi_url=None, docs_url=None, redoc_url=None)
-    for route in ROUTES:
+    # FastAPI's own OpenTelemetry would look up the global providers (environment reads) on every request,
+    # and this gateway configures none: its metrics are Prometheus' (gateway/metrics.py)
+    telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="varigate", openapi_url=None, docs_url=None, redoc_url=None, telemetry=telemetry)
+    # inference first: Starlette matches a request against the routes in order, one regex each, and no
+    # other route matches an inference path (the order of the others is kept)
+    for route in sorted(ROUTES, key=lambda r: r.api != "inference"):
         endpoint = _endpoint(route, endpoints, opts.restrictions)
         methods = list(route.methods)
         app.add_route(route.path, endpoint, methods=methods)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
@@ -25,7 +25,7 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        await _either(task, gone)
     finally:
         gone.cancel()
     if task.done():
@@ -33,6 +33,24 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     return None
+
+
+async def _either(one: asyncio.Future[Any], other: asyncio.Future[Any]) -> None:
+    """Return once ``one`` or ``other`` is done: ``asyncio.wait(FIRST_COMPLETED)`` for two, without its
+    set and its coroutine checks (through the ABC machinery), on every request."""
+    waiter: asyncio.Future[None] = one.get_loop().create_future()
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    one.add_done_callback(wake)
+    other.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        one.remove_done_callback(wake)
+        other.remove_done_callback(wake)
 
 
 async def _disconnected(request: Request) -> None:
