@@ -1,6 +1,7 @@
 """The batcher's waits, made cheap: a held-back batch waits on a timer that sets the batcher's event (no
 task per wait, yet it fires when due), and a running batch waits for its call or for all of its requests
-to be answered elsewhere (``call_or_all_done``) without ``asyncio.wait``."""
+to be answered elsewhere (``call_or_all_done``) without ``asyncio.wait``; the queue keeps its length and
+rows per level as counts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.batching.queue import BatchResult, call_or_all_done
+from gateway.core.batching.queue import BatchResult, RequestQueue, call_or_all_done
+from gateway.core.config import DynamicBatching, QueuePolicy, TimeoutAction
 
 from .conftest import serving, tiny_request
 
@@ -83,3 +85,35 @@ async def test_call_or_all_done_can_be_cancelled(cancel_waiter: bool) -> None:
         await asyncio.wait_for(waiting, 5)
     futures[0].cancel()
     call.cancel()
+
+
+async def test_the_queue_counts_what_it_holds_as_requests_come_and_go() -> None:
+    """``len`` and ``rows_ahead`` are kept as counts; they must equal what iterating the queue finds, through
+    pushes at every level, removals, a DELAY timeout (moved behind, still counted) and a REJECT timeout."""
+    policy = QueuePolicy(TimeoutAction.DELAY, default_timeout_us=1000)
+    batching = DynamicBatching(priority_levels=3, default_priority_level=2, priority_queue_policy={1: policy})
+    queue = RequestQueue("m", batching, lambda: None)
+    items = [
+        queue.push({}, rows, (), priority, 0) for rows, priority in ((1, 1), (2, 2), (3, 3), (4, 0), (5, 1))
+    ]
+    await asyncio.sleep(0.02)  # the level-1 requests time out and are moved behind (DELAY)
+
+    def check() -> None:
+        held = list(queue)
+        assert len(queue) == len(held)
+        for priority in (1, 2, 3):
+            level = queue.level_of(priority)
+            assert queue.rows_ahead(priority) == sum(it.rows for it in held if it.level <= level)
+
+    assert [it.rows for it in queue] == [1, 5, 2, 4, 3] and all(it.delayed for it in items[::4])
+    check()
+    queue.remove(items[1])
+    queue.remove(items[1])  # twice: counted once
+    queue.remove(items[0])
+    check()
+    assert (len(queue), queue.rows_ahead(3)) == (3, 12)
+    for item in items:
+        queue.remove(item)
+        item.future.cancel()
+    check()
+    assert (len(queue), queue.rows_ahead(3), list(queue)) == (0, 0, [])

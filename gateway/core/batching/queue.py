@@ -55,6 +55,7 @@ class _Level:
     policy: QueuePolicy
     normal: deque[QueuedRequest] = field(default_factory=deque)
     delayed: deque[QueuedRequest] = field(default_factory=deque)
+    rows: int = 0  # of the requests in normal and delayed
 
     def __len__(self) -> int:
         return len(self.normal) + len(self.delayed)
@@ -68,14 +69,15 @@ class RequestQueue:
         self._default_level = (batching.default_priority_level or self._levels_n) if batching else 0
         numbers = range(1, self._levels_n + 1) if self._levels_n else (0,)
         self._levels = {n: _Level(batching.queue_policy(n) if batching else QueuePolicy()) for n in numbers}
+        self._count = 0  # requests queued, all levels: counted as they come and go, read on every request
 
     def __len__(self) -> int:
-        return sum(len(level) for level in self._levels.values())
+        return self._count
 
     def __iter__(self) -> Iterator[QueuedRequest]:
-        for n in sorted(self._levels):
-            yield from self._levels[n].normal
-            yield from self._levels[n].delayed
+        for level in self._levels.values():  # levels ascending, as made
+            yield from level.normal
+            yield from level.delayed
 
     def policy_of(self, priority: int) -> QueuePolicy:
         return self._levels[self.level_of(priority)].policy
@@ -83,12 +85,7 @@ class RequestQueue:
     def rows_ahead(self, priority: int) -> int:
         """Rows queued at ``priority``'s level and above: what a new request there waits behind."""
         number = self.level_of(priority)
-        return sum(
-            it.rows
-            for n, level in self._levels.items()
-            if n <= number
-            for it in (*level.normal, *level.delayed)
-        )
+        return sum(level.rows for n, level in self._levels.items() if n <= number)
 
     def level_of(self, priority: int) -> int:
         if not self._levels_n:
@@ -120,6 +117,8 @@ class RequestQueue:
         if timeout > 0:
             item.timer = loop.call_later(timeout / 1e6, self._expire, item, timeout)
         level.normal.append(item)
+        level.rows += rows
+        self._count += 1
         return item
 
     def remove(self, item: QueuedRequest) -> None:
@@ -131,6 +130,8 @@ class RequestQueue:
             item.queued = False
             level = self._levels[item.level]
             (level.delayed if item.delayed else level.normal).remove(item)
+            level.rows -= item.rows
+            self._count -= 1
 
     def _expire(self, item: QueuedRequest, timeout_us: int) -> None:
         item.timer = None
