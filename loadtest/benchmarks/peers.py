@@ -27,8 +27,9 @@ from pathlib import Path
 from loadtest import payloads
 from loadtest.benchmarks import common
 from loadtest.benchmarks.common import Measured
+from loadtest.benchmarks.peers_data import LOGICAL, MLSERVER_HTTP, Point, Results, Setup
 from loadtest.benchmarks.peers_profile import Profile, profile
-from loadtest.benchmarks.peers_report import LOGICAL, MLSERVER_HTTP, Point, Results, Setup, render
+from loadtest.benchmarks.peers_report import render
 from loadtest.benchmarks.raw import RawModel, RawWindow
 from loadtest.clients import Driver, make_driver
 from loadtest.cpu import descendants

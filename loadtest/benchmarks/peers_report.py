@@ -4,18 +4,12 @@ every window of a point was disturbed)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from loadtest.benchmarks.common import Measured, fmt, md_table, median
-from loadtest.benchmarks.gateway_tables import kept_median, latency_ms, raw_median, windows_kept
+from loadtest.benchmarks.common import fmt, md_table, median
+from loadtest.benchmarks.gateway_tables import kept_median, raw_median, windows_kept
+from loadtest.benchmarks.peers_data import Results, Setup, View
 from loadtest.benchmarks.peers_profile import Profile
-from loadtest.benchmarks.raw import RawWindow
+from loadtest.benchmarks.peers_targets import targets
 
-LOGICAL = "minilm"
-MLSERVER_HTTP = "http-json"  # MLServer refuses the binary tensor extension (422): its HTTP rows are JSON
-THROUGHPUT_TARGETS = {"grpc": 0.95, "http-binary": 0.92}  # x raw onnxruntime's best batch
-ADDED_P50_TARGET_MS = 0.5  # over raw batch 1, gRPC, concurrency 1
 HEAD = (
     "system",
     "protocol",
@@ -31,80 +25,6 @@ HEAD = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    system: str  # "varigate", "varigate --layout X", "triton", "mlserver"
-    variant: str
-    protocol: str  # as the table shows it ("http-binary" also for MLServer's JSON)
-    concurrency: int
-
-    @property
-    def model(self) -> str:
-        return f"{LOGICAL}.{self.variant}"
-
-    @property
-    def wire(self) -> str:
-        """The protocol the driver speaks."""
-        return MLSERVER_HTTP if self.system == "mlserver" and self.protocol != "grpc" else self.protocol
-
-
-@dataclass(frozen=True, slots=True)
-class Results:
-    measured: dict[Point, list[Measured]]
-    raw: dict[tuple[str, int], list[RawWindow]]  # (variant, batch)
-    profiles: list[Profile]
-
-
-@dataclass(frozen=True, slots=True)
-class Setup:
-    command: str
-    date: str
-    rounds: int
-    payload: str
-    cores: int
-    systems: dict[str, str]
-    windows_s: tuple[float, float, float, float]  # raw, concurrency 1, loaded, warm-up
-
-
-class View:
-    """Medians of one run, looked up by system, variant, protocol and concurrency."""
-
-    def __init__(self, results: Results) -> None:
-        self.r = results
-        self._by = {
-            (p.system, p.variant, p.protocol, p.concurrency): ms for p, ms in results.measured.items()
-        }
-
-    def windows(self, system: str, variant: str, protocol: str, c: int) -> list[Measured]:
-        return self._by.get((system, variant, protocol, c), [])
-
-    def tput(self, system: str, variant: str, protocol: str, c: int) -> float | None:
-        return kept_median(self.windows(system, variant, protocol, c), lambda m: m.summary.throughput_per_s)
-
-    def lat(self, system: str, variant: str, protocol: str, c: int, q: str) -> float | None:
-        ms = self.windows(system, variant, protocol, c)
-        return latency_ms(ms, q) if ms else None
-
-    def best(self, system: str, variant: str, protocol: str) -> float | None:
-        found = [self.tput(system, variant, protocol, c) for c in self.concurrencies()]
-        return max((t for t in found if t is not None), default=None)
-
-    def concurrencies(self) -> list[int]:
-        return sorted({p.concurrency for p in self.r.measured})
-
-    def raw_best(self, variant: str) -> tuple[float | None, int]:
-        tput = {
-            b: raw_median(ws, lambda w: w.throughput_per_s)
-            for (v, b), ws in self.r.raw.items()
-            if v == variant
-        }
-        b = max(tput, key=lambda k: tput[k] or 0.0)
-        return tput[b], b
-
-    def raw_p50_b1(self, variant: str) -> float | None:
-        return raw_median(self.r.raw.get((variant, 1), []), lambda w: w.p50_ms)
-
-
 def render(results: Results, setup: Setup) -> str:
     v = View(results)
     variants = sorted({p.variant for p in results.measured}, key=lambda x: x != "int8")
@@ -113,7 +33,7 @@ def render(results: Results, setup: Setup) -> str:
     for variant in variants:
         parts.append(_model_table(v, variant))
     parts.append(_layouts(v))
-    parts.append(_targets(v, variants))
+    parts.append(targets(v, variants))
     parts += [_profile(p) for p in results.profiles]
     parts.append(_machine(results))
     return "\n".join(parts) + "\n"
@@ -221,79 +141,6 @@ def _layouts(v: View) -> str:
     return (
         "\n### Layout candidates\n\n" + md_table(head, rows) + f"\n\nIn this run the most throughput at c=32 "
         f"came from `{fastest}` and the lowest p50 at c=1 from `{quickest}`.\n"
-    )
-
-
-def _verdict(ok: bool | None) -> str:
-    return "not measured" if ok is None else ("met" if ok else "**missed**")
-
-
-def _targets(v: View, variants: list[str]) -> str:
-    lines = ["\n### Targets (varigate at its defaults, from this run)\n"]
-    for variant in variants:
-        best, b = v.raw_best(variant)
-        for proto, target in THROUGHPUT_TARGETS.items():
-            top = v.best("varigate", variant, proto)
-            r = top / best if top and best else None
-            lines.append(
-                f"- {variant}, {proto}: best throughput {fmt(r, '.3f', 'x')} raw's best (batch {b}); "
-                f"target >= {target}x: {_verdict(None if r is None else r >= target)}"
-            )
-        for proto in ("grpc", "http-binary"):
-            for c in (16, 32):
-                ours, theirs = v.tput("varigate", variant, proto, c), v.tput("triton", variant, proto, c)
-                p99, tp99 = (
-                    v.lat("varigate", variant, proto, c, "p99"),
-                    v.lat("triton", variant, proto, c, "p99"),
-                )
-                ok = None if None in (ours, theirs, p99, tp99) else (ours >= theirs and p99 < tp99)  # type: ignore[operator]
-                lines.append(
-                    f"- {variant}, {proto}, c={c}: {fmt(ours)} seq/s, p99 {fmt(p99)} ms against "
-                    f"Triton's {fmt(theirs)} seq/s, p99 {fmt(tp99)} ms; target at least Triton's "
-                    f"throughput with a lower p99: {_verdict(ok)}"
-                )
-        p50, raw1 = v.lat("varigate", variant, "grpc", 1, "p50"), v.raw_p50_b1(variant)
-        tri = v.lat("triton", variant, "grpc", 1, "p50")
-        added = p50 - raw1 if p50 is not None and raw1 is not None else None
-        ok = (
-            None
-            if added is None or tri is None or p50 is None
-            else added <= ADDED_P50_TARGET_MS and p50 < tri
-        )
-        lines.append(
-            f"- {variant}, gRPC, c=1: p50 {fmt(p50, '.2f')} ms, {fmt(added, '+.2f')} ms over raw batch 1 "
-            f"({fmt(raw1, '.2f')} ms), Triton {fmt(tri, '.2f')} ms; target <= +{ADDED_P50_TARGET_MS} ms "
-            f"and below Triton's: {_verdict(ok)}"
-        )
-        lines.append(_against_mlserver(v, variant))
-    return "\n".join(lines)
-
-
-def _against_mlserver(v: View, variant: str) -> str:
-    behind: list[str] = []
-    rows = 0
-    for proto in ("grpc", "http-binary"):
-        for c in v.concurrencies():
-            better: Callable[[float, float], bool]
-            if c == 1:
-                ours, theirs = (
-                    v.lat("varigate", variant, proto, 1, "p50"),
-                    v.lat("mlserver", variant, proto, 1, "p50"),
-                )
-                better = float.__lt__
-            else:
-                ours, theirs = v.tput("varigate", variant, proto, c), v.tput("mlserver", variant, proto, c)
-                better = float.__gt__
-            if ours is None or theirs is None:
-                continue
-            rows += 1
-            if not better(float(ours), float(theirs)):
-                behind.append(f"{proto} c={c}")
-    verdict = _verdict(None if not rows else not behind)
-    detail = f" (behind on {', '.join(behind)})" if behind else ""
-    return (
-        f"- {variant}: ahead of MLServer on {rows - len(behind)} of {rows} rows (p50 at c=1, throughput "
-        f"above){detail}; target every row: {verdict}"
     )
 
 
