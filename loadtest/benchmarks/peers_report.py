@@ -56,6 +56,10 @@ def _intro(s: Setup) -> str:
 
 
 def _cell(v: View, system: str, variant: str, proto: str, c: int) -> str:
+    windows = v.windows(system, variant, proto, c)
+    if windows and not any(m.summary.succeeded for m in windows):
+        kinds = sorted({kind for m in windows for kind in m.summary.errors})
+        return f"every request failed ({', '.join(kinds) or 'no answer'})"
     t = v.tput(system, variant, proto, c)
     if c == 1:
         p50, p99 = (v.lat(system, variant, proto, 1, q) for q in ("p50", "p99"))
