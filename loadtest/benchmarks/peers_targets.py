@@ -71,8 +71,9 @@ def _against_mlserver(v: View, variant: str) -> str:
             else:
                 ours, theirs = v.tput("varigate", variant, proto, c), v.tput("mlserver", variant, proto, c)
                 better = float.__gt__
-            if ours is None or theirs is None:
-                continue
+            answered = any(m.summary.succeeded for m in v.windows("mlserver", variant, proto, c))
+            if ours is None or theirs is None or not answered:
+                continue  # MLServer answered none of them: not a row to be ahead on
             rows += 1
             if not better(float(ours), float(theirs)):
                 behind.append(f"{proto} c={c}")
