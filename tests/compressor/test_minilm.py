@@ -117,7 +117,11 @@ def test_int8_card_records_batch_dependence_and_cpu(minilm_repo: Path) -> None:
     dep = card.batch_dependence
     assert 0.9 < dep["min_cosine_alone_vs_batched"] <= 1.0 + 1e-6
     assert card.settings["pass"] == "int8 dynamic"
-    assert card.settings["reduce_range"] == (not card.environment["vnni"])
+    # the ladder starts from this CPU's choice (7-bit weights without VNNI) and the card is the rung shipped,
+    # which is a later one where the first failed its gate (seen on AVX2-only CPUs)
+    attempts = json.loads((minilm_repo / "varigate_build.json").read_text())["minilm"]["int8"]["attempts"]
+    assert attempts[0]["settings"]["reduce_range"] == (not card.environment["vnni"])
+    assert card.settings["reduce_range"] == attempts[-1]["settings"]["reduce_range"]
     assert "cpu_flags" in card.environment and card.environment["torch"].startswith("2.13")
 
 
