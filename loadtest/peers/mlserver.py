@@ -31,6 +31,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from loadtest.cpu import descendants, wait_gone
+from loadtest.peers.install import run_installer
 from loadtest.server import ROOT, free_port
 from varigate.contract.layout import CONFIG_FILENAME, model_file
 
@@ -50,16 +51,7 @@ class MLServerPeerError(RuntimeError):
 def ensure_installed(timeout_s: float = 1200.0) -> Path:
     """Run the installer (a no-op after the first time) and return MLServer's venv; ``VARIGATE_PEERS_DIR``
     moves it (default ``<repo>/.peers``)."""
-    try:
-        done = subprocess.run(
-            ["bash", str(INSTALL_SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
-        )
-    except subprocess.TimeoutExpired as e:
-        raise MLServerPeerError(f"{INSTALL_SCRIPT} did not finish in {timeout_s} s") from e
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise MLServerPeerError(f"{INSTALL_SCRIPT} exited with {done.returncode}:\n{done.stderr[-4000:]}")
-    venv = Path(lines[-1]) / "venv"
+    venv = run_installer(INSTALL_SCRIPT, timeout_s, MLServerPeerError) / "venv"
     if not (venv / "bin" / "mlserver").is_file():
         raise MLServerPeerError(f"{INSTALL_SCRIPT} printed {venv.parent}, which has no venv/bin/mlserver")
     return venv

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from loadtest.peers.install import run_installer
 from loadtest.server import ROOT, free_port
 
 INSTALL_SCRIPT = ROOT / "scripts" / "peers" / "triton.sh"
@@ -75,16 +76,7 @@ class TritonInstall:
 def ensure_installed(timeout_s: float = 1800.0) -> TritonInstall:
     """Run the installer (a no-op after the first time) and return the install; ``VARIGATE_PEERS_DIR``
     moves it (default ``<repo>/.peers``)."""
-    try:
-        done = subprocess.run(
-            ["bash", str(INSTALL_SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
-        )
-    except subprocess.TimeoutExpired as e:
-        raise TritonPeerError(f"{INSTALL_SCRIPT} did not finish in {timeout_s} s") from e
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise TritonPeerError(f"{INSTALL_SCRIPT} exited with {done.returncode}:\n{done.stderr[-4000:]}")
-    install = TritonInstall(Path(lines[-1]))
+    install = TritonInstall(run_installer(INSTALL_SCRIPT, timeout_s, TritonPeerError))
     if not install.binary.is_file():
         raise TritonPeerError(f"{INSTALL_SCRIPT} printed {install.root}, which has no {install.binary}")
     return install
