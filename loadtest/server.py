@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -93,20 +93,10 @@ class GatewayProcess:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        url = f"http://{self.http}/v2/health/ready"
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2.0) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.05)  # polling interval, not a guess at readiness
-        raise RuntimeError(f"gateway not ready after {self.start_timeout_s} s:\n{self.log()}")
+        assert self.proc is not None
+        wait_ready(
+            self.proc, [f"http://{self.http}/v2/health/ready"], self.start_timeout_s, "gateway", self.log
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -141,3 +131,29 @@ class GatewayProcess:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    urls: Sequence[str],
+    timeout_s: float,
+    what: str,
+    log: Callable[[], str],
+    error: type[Exception] = RuntimeError,
+) -> None:
+    """Poll each of ``urls`` in turn until it answers 200 (never assumed after a sleep); ``error`` with the
+    log's tail when ``proc`` exits first or ``timeout_s`` runs out."""
+    deadline, pending = time.monotonic() + timeout_s, list(urls)
+    while pending and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise error(f"{what} exited with {proc.returncode}:\n{log()[-6000:]}")
+        try:
+            with urllib.request.urlopen(pending[0], timeout=2.0) as r:
+                if r.status == 200:
+                    pending.pop(0)
+                    continue
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.05)  # polling interval, not a guess at readiness
+    if pending:
+        raise error(f"{what} not ready after {timeout_s} s ({pending[0]}):\n{log()[-6000:]}")

@@ -20,8 +20,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +30,7 @@ from tritonclient.grpc import model_config_pb2
 
 from loadtest.cpu import descendants, wait_gone
 from loadtest.peers.install import run_installer
-from loadtest.server import ROOT, free_port
+from loadtest.server import ROOT, free_port, wait_ready
 from varigate.contract.layout import CONFIG_FILENAME, model_file
 
 INSTALL_SCRIPT = ROOT / "scripts" / "peers" / "mlserver.sh"
@@ -200,24 +198,9 @@ class MLServerProcess:
         return self
 
     def _wait_ready(self) -> None:
-        deadline, pending = time.monotonic() + self.start_timeout_s, list(self.models)
-        while pending and time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise MLServerPeerError(f"mlserver exited with {self.proc.returncode}:\n{self.log()[-6000:]}")
-            try:
-                url = f"http://{self.http_url}/v2/models/{pending[0]}/ready"
-                with urllib.request.urlopen(url, timeout=2.0) as r:
-                    if r.status == 200:
-                        pending.pop(0)
-                        continue
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.05)  # polling interval, not a guess at readiness
-        if pending:
-            raise MLServerPeerError(
-                f"mlserver: models {pending} not ready after {self.start_timeout_s} s:\n{self.log()[-6000:]}"
-            )
+        assert self.proc is not None
+        urls = [f"http://{self.http_url}/v2/models/{m}/ready" for m in self.models]
+        wait_ready(self.proc, urls, self.start_timeout_s, "mlserver", self.log, MLServerPeerError)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

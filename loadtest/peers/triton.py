@@ -15,8 +15,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from types import TracebackType
 from typing import Self
 
 from loadtest.peers.install import run_installer
-from loadtest.server import ROOT, free_port
+from loadtest.server import ROOT, free_port, wait_ready
 
 INSTALL_SCRIPT = ROOT / "scripts" / "peers" / "triton.sh"
 
@@ -150,20 +148,9 @@ class TritonServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
+        assert self.proc is not None
         url = f"http://{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise TritonPeerError(f"tritonserver exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2.0) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.05)  # polling interval, not a guess at readiness
-        raise TritonPeerError(f"tritonserver not ready after {self.start_timeout_s} s:\n{self.log()}")
+        wait_ready(self.proc, [url], self.start_timeout_s, "tritonserver", self.log, TritonPeerError)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
