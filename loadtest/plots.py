@@ -4,11 +4,14 @@
   the top) with p50/p99 per time bin and the SLO; offered load (arrivals/s) against throughput and
   errors per second; the variant mix per time bin.
 - ``cdf``: latency CDFs of one or more runs on a log axis, p50/p99 marked.
+- ``attainment_vs_load``: SLO attainment (median, min-max bars) against offered load, one line per policy.
+- ``mix_over_time``: one run's offered load against its answers per second stacked by serving variant (and
+  its misses), over the variant mix per time bin: how a policy moves through a burst.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +157,76 @@ def cdf(
     if not _legend(ax, loc="lower right"):
         ax.text(0.5, 0.5, "no successful requests", ha="center", transform=ax.transAxes)
     ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def attainment_vs_load(
+    series: Mapping[str, Sequence[tuple[float, float, float, float]]],
+    path: Path,
+    *,
+    target: float | None = None,
+    title: str = "SLO attainment against load",
+    xlabel: str = "offered load (x C)",
+) -> Path:
+    """``series``: per policy, (load, median, low, high) points, attainment as a fraction."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for n, (label, points) in enumerate(series.items()):
+        pts = sorted(p for p in points if not np.isnan(p[1]))
+        if not pts:
+            continue
+        arr = np.array(pts, float)
+        x, (mid, lo, hi) = arr[:, 0], arr[:, 1:].T * 100
+        bars = np.vstack([mid - lo, hi - mid])
+        marker = "o" if n == 0 else "sD^v<>ph"[n % 8]
+        ax.errorbar(x, mid, yerr=bars, marker=marker, ms=5, capsize=3, lw=2.2 if n == 0 else 1.2, label=label)
+    if target is not None:
+        ax.axhline(target * 100, color="black", ls="--", lw=1, label=f"target {target:.1%}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("SLO attainment (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, alpha=0.3)
+    if not _legend(ax, loc="lower left"):
+        ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def mix_over_time(run: Run, path: Path, *, title: str = "", bin_s: float | None = None) -> Path:
+    """Offered arrivals/s against answers/s stacked by variant and misses/s; the mix per bin below."""
+    plt = _pyplot()
+    edges = _bins(run, bin_s)
+    width = float(edges[1] - edges[0])
+    mids = edges[:-1] + width / 2
+    fig, (ax_rate, ax_mix) = plt.subplots(
+        2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1.2]}
+    )
+    ok = run.ok
+    in_slo = ok & ~(run.latency_ms > np.where(np.isnan(run.slo_ms), np.inf, run.slo_ms))
+    variants = sorted({str(v) for v in run.variant[ok]})
+    per_variant = [np.histogram(run.done_s[ok & (run.variant == v)], edges)[0] / width for v in variants]
+    if variants:
+        ax_rate.stackplot(
+            mids, per_variant, labels=[f"answered by {v}" for v in variants], step="mid", alpha=0.75
+        )
+    ax_rate.step(
+        mids, np.histogram(run.scheduled_s, edges)[0] / width, where="mid", color="black", label="offered"
+    )
+    missed = np.histogram(run.scheduled_s[~in_slo], edges)[0] / width
+    if missed.any():
+        ax_rate.plot(mids, missed, color="tab:red", lw=1.5, label="missed the SLO (by arrival)")
+    ax_rate.set_ylabel("requests/s")
+    ax_rate.set_title(title or run.description)
+    _legend(ax_rate, loc="upper right")
+    _mix_panel(ax_mix, run, edges, mids)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

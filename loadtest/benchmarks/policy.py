@@ -1,18 +1,25 @@
-"""Variant selection under load (issue 5): static fp32, static int8, INFaaS-style and varigate's SLO
-policy on MiniLM, with this toolkit's open-loop arrivals, side by side in one run.
+"""Variant selection under load (issue 13): varigate's late binding (``--policy slo``: one EDF queue per
+logical model, the variant picked per batch) against every baseline, side by side in one run, on MiniLM
+fp32 + int8 + pruned-structured-int8.
 
-Protocol. Every MiniLM variant in the repository is served (the gateway's defaults: one intra-op thread,
-two executor workers). C and the SLOs come from the same run: the SLO is 4x fp32's batch-1 p99 (closed
-loop, concurrency 1) and the tighter SLO 2x; C is the highest Poisson rate at which fp32 alone keeps 99 % of
-its requests inside the SLO (open-loop probes of 4 s: up by 1.3x, then bisection). Loads:
-Poisson at 0.5, 1.0, 1.3 and 1.6 C; bursts of 3 C for 2 s in every 10 s (0.5 C between them); a step from
-1 C to 2.5 C. The static policies pin ``minilm.fp32`` / ``minilm.int8`` on a gateway with ``--policy
-infaas --shadow-fraction 0``, which also runs the INFaaS-style baseline (``minilm``); varigate is
-``--policy slo --slo-infeasible shed`` (it refuses, with 429, a request that no variant can answer in
-time, instead of serving it late; shadowing 5 % of requests on spare capacity included). For each load
-the four policies run back to back. SLO attainment counts every arrival (refusals and timeouts are
-misses); accuracy loss is the mean card relative loss of the variants that answered; switches are changes
-of serving variant between consecutive answers.
+Protocol. Four servers run at once on loopback, one is driven at a time (gRPC, this toolkit's open loop):
+the baseline gateway (``--policy infaas --shadow-fraction 0``) serves the static policies by pinning
+``minilm.<variant>`` (Triton's batcher semantics) and the INFaaS-style policy on ``minilm``; a gateway with
+``--policy per-request`` (the previous per-request SLO policy) and one with ``--policy slo``, both
+``--slo-infeasible shed`` (a request no variant can answer in time is refused at once) with shadowing at
+its default; a real Triton server (``loadtest.peers.triton``, as the peers section runs it) serving fp32
+and int8 statically. A gateway that refuses its flags (``per-request`` before late binding lands) or a
+Triton that cannot be installed is left out with a printed note.
+
+Calibration, in the same run: the SLO is ``SLO_MULTIPLE`` (4) x fp32's batch-1 p99 (closed loop,
+concurrency 1, pinned fp32); C per variant is the throughput of a saturated closed loop (concurrency 32)
+on the pinned variant. Workloads and lengths: ``policy_plan``. Each repetition runs every workload; the
+policies of one workload run back to back on the same arrivals, their order rotated between repetitions;
+before each run every server's CPU must fall quiet (queues drained). A request unanswered after 5 SLOs
+(at least 1 s) is cancelled: it is a miss anyway.
+
+``python -m loadtest.benchmarks.policy --quick`` is the smoke path: one repetition at 0.3x lengths (about
+4 minutes of MiniLM), the markdown on standard output, plots under ``--docs``.
 """
 
 from __future__ import annotations
@@ -20,148 +27,186 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
 import tempfile
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from loadtest import arrivals, payloads
+from loadtest import payloads
 from loadtest.benchmarks import common
-from loadtest.benchmarks.policy_report import POLICIES, Calibration, Row, table, verdict
+from loadtest.benchmarks.peers import Server
+from loadtest.benchmarks.policy_plan import (
+    BATCH1_S,
+    CAPACITY_CONCURRENCY,
+    CAPACITY_S,
+    CAPACITY_WARMUP_S,
+    GATEWAY_ARGS,
+    OURS,
+    SLO_MULTIPLE,
+    TRITON_VARIANTS,
+    VARIANTS,
+    Plan,
+    Target,
+    order,
+    targets,
+)
+from loadtest.benchmarks.policy_render import render
+from loadtest.benchmarks.policy_report import Calibration, Results, outcome
 from loadtest.clients import Driver, make_driver
+from loadtest.cpu import process_cpu_s
 from loadtest.engine import ClosedLoop, OpenLoop, execute
 from loadtest.metrics_check import parse, scrape
-from loadtest.report import summarize
+from loadtest.peers import triton
 from loadtest.server import GatewayProcess
 from varigate.contract.card import read_card
-from varigate.contract.layout import MODEL_NAME_SEPARATOR, VERSION_DIR
+from varigate.contract.layout import model_file, model_name
+from varigate.triton_repo import TritonRepoError, write_python_backend_repo
 
-COMMAND = "python -m loadtest.benchmarks --only policy"
 LOGICAL, SEQ_LEN, PROTOCOL = "minilm", 64, "grpc"
-POISSON_S, BURST_S, STEP_S, WARMUP_S = 6.0, 20.0, 12.0, 1.0  # shortened to keep the section near 6 min
-BASELINE_ARGS = ("--policy", "infaas", "--shadow-fraction", "0")
-VARIGATE_ARGS = ("--policy", "slo", "--slo-infeasible", "shed")
-CALIBRATION_PROBES, PROBE_S = 5, 4.0
-TIMEOUT_S = 5.0  # a request not answered in 5 s is a miss anyway: cap the backlog's drain
+QUIET_CORES, QUIET_MAX_S, QUIET_POLL_S = 0.1, 8.0, 0.2
 
 
-def _loads(c: float, burst_s: float = BURST_S) -> list[tuple[str, arrivals.Piecewise, float, float]]:
-    """(name, arrival process, seconds, warm-up seconds)."""
-    out = [
-        (f"Poisson {k:g} C", arrivals.poisson(k * c), POISSON_S + WARMUP_S, WARMUP_S)
-        for k in (0.5, 1.0, 1.3, 1.6)
-    ]
-    out.append(("bursts 3 C, 2 s / 10 s", arrivals.bursts(0.5 * c, 3 * c, 2.0, 10.0), burst_s, 0.0))
-    out.append(("step 1 C -> 2.5 C", arrivals.step(c, 2.5 * c, STEP_S / 2), STEP_S, 0.0))
-    return out
-
-
-async def _calibrate(driver: Driver) -> Calibration:
-    """The SLOs from fp32's batch-1 p99; C by open-loop Poisson probes on fp32: up by 1.3x while a probe keeps
-    99 % of its requests inside the SLO, then bisection; C is the highest rate that passed."""
-    await execute(driver, ClosedLoop(2, 1.5))  # sessions warm, connections up
-    c1 = summarize(await execute(driver, ClosedLoop(1, 3.0)))
-    p99 = c1.latency_ms["p99"] or math.nan
-    slo = max(1, round(4 * p99))
-    rate, passed, failed = max(1.0, c1.throughput_per_s), 0.0, math.inf
-    steps = []
-    for probe in range(CALIBRATION_PROBES):
-        schedule = arrivals.schedule(arrivals.poisson(rate), PROBE_S + 0.5, seed=100 + probe)
-        s = summarize(
-            await execute(driver, OpenLoop(schedule), slo_ms=slo, warmup_s=0.5, drain_timeout_s=TIMEOUT_S)
-        )
-        attained = s.slo_attainment or 0.0
-        steps.append((rate, attained, s.latency_ms["p99"] or math.inf))
-        if attained >= 0.99:
-            passed = max(passed, rate)
-        else:
-            failed = min(failed, rate)
-        rate = rate * 1.3 if math.isinf(failed) else (passed + failed) / 2 if passed else rate * 0.7
-    return Calibration(p99, slo, max(1, round(2 * p99)), passed or rate, tuple(steps))
-
-
-async def _measure(
-    gateways: dict[str, GatewayProcess], load: payloads.Payloads, losses: dict[str, float]
-) -> tuple[Calibration, list[Row]]:
-    base, slo_gw = gateways["baseline"], gateways["varigate"]
-    drivers = {
-        "static fp32": make_driver(PROTOCOL, base.grpc, f"{LOGICAL}.fp32", load, timeout_s=TIMEOUT_S),
-        "static int8": make_driver(PROTOCOL, base.grpc, f"{LOGICAL}.int8", load, timeout_s=TIMEOUT_S),
-        "INFaaS-style": make_driver(PROTOCOL, base.grpc, LOGICAL, load, timeout_s=TIMEOUT_S),
-        "varigate": make_driver(PROTOCOL, slo_gw.grpc, LOGICAL, load, timeout_s=TIMEOUT_S),
-    }
-    pids = {
-        "static fp32": base.pid,
-        "static int8": base.pid,
-        "INFaaS-style": base.pid,
-        "varigate": slo_gw.pid,
-    }
-    try:
-        for driver in drivers.values():
-            await execute(driver, ClosedLoop(2, 1.0))
-        cal = await _calibrate(drivers["static fp32"])
-        print(
-            f"   fp32 batch-1 p99 {cal.p99_b1_ms:.1f} ms, SLO {cal.slo_ms} ms, C {cal.capacity_per_s:.1f}/s",
-            file=sys.stderr,
-            flush=True,
-        )
-        plan = [(cal.slo_ms, spec) for spec in _loads(cal.capacity_per_s)]
-        plan += [  # the tighter SLO: fewer loads, one burst period
-            (cal.tight_slo_ms, spec)
-            for spec in _loads(cal.capacity_per_s, burst_s=10.0)
-            if spec[0] in ("Poisson 1 C", "bursts 3 C, 2 s / 10 s")
-        ]
-        rows = []
-        for n, (slo, (name, process, seconds, warmup)) in enumerate(plan):
-            print(f"   [{n + 1}/{len(plan)}] SLO {slo} ms, {name}", file=sys.stderr, flush=True)
-            for policy in POLICIES:
-                schedule = arrivals.schedule(process, seconds, seed=n, description=name)
-                run = await execute(
-                    drivers[policy],
-                    OpenLoop(schedule),
-                    slo_ms=slo,
-                    warmup_s=warmup,
-                    server_pids=(pids[policy],),
-                    drain_timeout_s=TIMEOUT_S,
-                )
-                s = summarize(run)
-                answered = sum(s.variants.values())
-                loss = (
-                    sum(losses.get(v, 1.0) * k for v, k in s.variants.items()) / answered
-                    if answered
-                    else math.nan
-                )
-                rows.append(Row(slo, name, policy, s, loss))
-                await asyncio.sleep(0.5)  # queues drain between runs
-    finally:
-        for driver in drivers.values():
-            await driver.close()
-    return cal, rows
-
-
-def run(args: argparse.Namespace) -> str:
-    repo: Path = args.repository
-    common.ensure_variants(repo, LOGICAL, ["int8"])
-    prefix = LOGICAL + MODEL_NAME_SEPARATOR
-    models = sorted(
-        p.name for p in repo.iterdir() if p.name.startswith(prefix) and (p / VERSION_DIR).is_dir()
-    )
-    losses = {m: read_card(repo / m).accuracy.relative_loss for m in models}
-    load = payloads.sentences(256, seq_len=SEQ_LEN)
-    with tempfile.TemporaryDirectory(prefix="varigate-policy-") as tmp:
-        copy = common.serving_copy(repo, Path(tmp) / "repo", models)
-        gateways: dict[str, GatewayProcess] = {}
+def start_servers(
+    stack: ExitStack, repo: Path, tmp: Path, logical: str, variants: list[str], with_triton: bool
+) -> tuple[dict[str, Server], list[str]]:
+    """The section's servers, and a note for each one left out."""
+    models = [model_name(logical, v) for v in variants]
+    served = common.serving_copy(repo, tmp / "repo", models)
+    servers: dict[str, Server] = {}
+    notes: list[str] = []
+    for name, args in GATEWAY_ARGS.items():
         try:
-            for name, extra in (("baseline", BASELINE_ARGS), ("varigate", VARIGATE_ARGS)):
-                gateways[name] = GatewayProcess(copy, Path(tmp) / f"{name}.log", extra).start()
-            cal, rows = asyncio.run(_measure(gateways, load, losses))
-            state = _gateway_state(gateways["varigate"].metrics_url)
-        finally:
-            for gw in gateways.values():
-                gw.stop()
-    return render(cal, rows, losses, state, load.description)
+            gw = stack.enter_context(GatewayProcess(served, tmp / f"{name}.log", args))
+        except RuntimeError as e:
+            if name == OURS or name == "baseline":
+                raise
+            last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or ["?"]
+            notes.append(
+                f"`{' '.join(args)}` was refused by the gateway, so {name} is not run: {last[0][:200]}"
+            )
+            continue
+        servers[name] = Server(
+            {PROTOCOL: gw.grpc}, gw.pid, gw.metrics_url, f"`varigate serve {' '.join(args)}`"
+        )
+    if not with_triton:
+        notes.append("Triton was not run (--no-triton).")
+        return servers, notes
+    try:
+        install = triton.ensure_installed()
+        names = [model_name(logical, v) for v in TRITON_VARIANTS if v in variants]
+        cores = len(os.sched_getaffinity(0))
+        write_python_backend_repo(
+            repo, tmp / "triton", names, intra_op_threads=cores, spinning=True, instances=1
+        )
+        t = stack.enter_context(triton.TritonServer(install, tmp / "triton", tmp / "triton.log"))
+    except (triton.TritonPeerError, TritonRepoError) as e:
+        notes.append(f"Triton is not run: {str(e).splitlines()[0][:200]}")
+        return servers, notes
+    servers["triton"] = Server(
+        {PROTOCOL: t.grpc_url},
+        t.pid,
+        t.metrics_url,
+        f"tritonserver 2.51, Python backend, 1 instance x {cores} intra-op threads, config.pbtxt batching",
+    )
+    return servers, notes
 
 
-def _gateway_state(metrics_url: str) -> dict[str, list[str]]:
+async def calibrate(drivers: dict[str, Driver], pids: tuple[int, ...], plan: Plan) -> Calibration:
+    """The SLO from fp32's batch-1 p99; C of each pinned variant from a saturated closed loop."""
+    scale = plan.scale
+    for d in drivers.values():  # sessions warm, connections up
+        await execute(d, ClosedLoop(2, plan.warm_s))
+    disturbed = []
+    b1 = await common.window(drivers["fp32"], ClosedLoop(1, BATCH1_S * scale), pids)
+    if b1.disturbed:
+        disturbed.append("batch-1 fp32")
+    p99 = b1.summary.latency_ms["p99"] or math.nan
+    capacity = {}
+    warm = CAPACITY_WARMUP_S * scale
+    for v, d in drivers.items():
+        load = ClosedLoop(CAPACITY_CONCURRENCY, CAPACITY_S * scale + warm)
+        m = await common.window(d, load, pids, warmup_s=warm)
+        capacity[v] = m.summary.throughput_per_s
+        if m.disturbed:
+            disturbed.append(f"C({v})")
+    return Calibration(p99, max(1, round(SLO_MULTIPLE * p99)), capacity, tuple(disturbed))
+
+
+async def settle(pids: tuple[int, ...]) -> float:
+    """Wait until the servers' CPU falls under ``QUIET_CORES`` (queues drained); the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < QUIET_MAX_S:
+        before = process_cpu_s(pids)
+        await asyncio.sleep(QUIET_POLL_S)  # a polling interval, not a guess at readiness
+        if (process_cpu_s(pids) - before) / QUIET_POLL_S < QUIET_CORES:
+            break
+    return time.monotonic() - start
+
+
+async def measure(
+    servers: dict[str, Server],
+    policies: dict[str, Target],
+    load: payloads.Payloads,
+    losses: dict[str, float],
+    plan: Plan,
+    logical: str,
+) -> Results:
+    base = servers["baseline"]
+    pinned = [v for v in VARIANTS if f"static {v}" in policies]
+    cal_drivers = {v: make_driver(PROTOCOL, base.url[PROTOCOL], model_name(logical, v), load) for v in pinned}
+    try:
+        cal = await calibrate(cal_drivers, base.pids(), plan)
+    finally:
+        for d in cal_drivers.values():
+            await d.close()
+    print(
+        f"   fp32 batch-1 p99 {cal.p99_b1_ms:.1f} ms, SLO {cal.slo_ms} ms, C "
+        + ", ".join(f"{v} {c:.1f}/s" for v, c in cal.capacity.items()),
+        file=sys.stderr,
+        flush=True,
+    )
+    results = Results(cal, plan.workloads(cal.capacity["fp32"]))
+    drivers = {
+        p: make_driver(PROTOCOL, servers[t.server].url[PROTOCOL], t.model, load, timeout_s=cal.timeout_s)
+        for p, t in policies.items()
+    }
+    pids = {name: s.pids() for name, s in servers.items()}
+    everyone = tuple(pid for ps in pids.values() for pid in ps)
+    try:
+        for p, d in drivers.items():
+            await execute(d, ClosedLoop(2, plan.warm_s), server_pids=pids[policies[p].server])
+        for rep in range(plan.repetitions):
+            for n, w in enumerate(results.workloads):
+                print(
+                    f"   rep {rep + 1}/{plan.repetitions}, [{n + 1}/{len(results.workloads)}] {w.name}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                schedule = w.schedule(rep)
+                for p in order(list(policies), rep, plan.repetitions):
+                    results.settle_s.append(await settle(everyone))
+                    t = policies[p]
+                    m = await common.window(
+                        drivers[p],
+                        OpenLoop(schedule),
+                        pids[t.server],
+                        slo_ms=cal.slo_ms,
+                        send_slo=t.send_slo,
+                        drain_timeout_s=cal.timeout_s,
+                    )
+                    results.outcomes.append(outcome(w.name, p, rep, m.summary, losses, m.disturbed))
+                    if p == OURS and w.kind == "bursts":
+                        results.burst_runs.append(m.run)
+    finally:
+        for d in drivers.values():
+            await d.close()
+    return results
+
+
+def gateway_state(metrics_url: str) -> dict[str, list[str]]:
+    """What the varigate gateway's /metrics says at the end: dominated and demoted variants, switches."""
     samples = parse(scrape(metrics_url))
     out: dict[str, list[str]] = {"dominated": [], "demoted": [], "switches": []}
     for labels, value in samples.get("varigate_variant_dominated", []):
@@ -175,47 +220,55 @@ def _gateway_state(metrics_url: str) -> dict[str, list[str]]:
     return out
 
 
-def render(
-    cal: Calibration, rows: list[Row], losses: dict[str, float], state: dict[str, list[str]], payload: str
+def bench(
+    repo: Path, logical: str, load: payloads.Payloads, plan: Plan, docs: Path, with_triton: bool = True
 ) -> str:
-    lines = _intro(cal, losses, payload)
-    lines += [table(rows), ""]
-    lines += verdict(rows)
-    lines += ["", _state(state), ""]
-    return "\n".join(lines)
+    """Run the section on ``repo``'s ``logical`` model; the markdown (plots written under ``docs/plots``)."""
+    variants = [v for v in VARIANTS if model_file(repo / model_name(logical, v)).is_file()]
+    if "fp32" not in variants:
+        raise SystemExit(f"{repo} has no {model_name(logical, 'fp32')}: the SLO and C come from it")
+    losses = {
+        model_name(logical, v): read_card(repo / model_name(logical, v)).accuracy.relative_loss
+        for v in variants
+    }
+    with tempfile.TemporaryDirectory(prefix="varigate-policy-") as tmp, ExitStack() as stack:
+        servers, notes = start_servers(stack, repo, Path(tmp), logical, variants, with_triton)
+        policies = {
+            p: t
+            for p, t in targets(logical).items()
+            if t.server in servers and (not t.variant or t.variant in variants)
+        }
+        notes += [
+            f"{p} is not run: {logical} has no {t.variant} variant"
+            for p, t in targets(logical).items()
+            if t.variant and t.variant not in variants and t.server in servers
+        ]
+        for note in notes:
+            print(f"   note: {note}", file=sys.stderr, flush=True)
+        results = asyncio.run(measure(servers, policies, load, losses, plan, logical))
+        state = gateway_state(servers[OURS].metrics_url or "")
+        described = {name: s.description for name, s in servers.items()}
+    return render(results, plan, losses, notes, described, state, load.description, docs, logical)
 
 
-def _intro(cal: Calibration, losses: dict[str, float], payload: str) -> list[str]:
-    """The heading, how the section ran, the calibration and the card losses."""
-    return [
-        "## Variant selection under load (issue 5)",
-        "",
-        (
-            f"`{COMMAND}` ({common.today()}); MiniLM over gRPC, {payload}. Runs are shortened to fit the "
-            f"benchmark command (Poisson {POISSON_S:g} s after a {WARMUP_S:g} s warm-up, bursts "
-            f"{BURST_S:g} s, step {STEP_S:g} s): single runs on a shared 2-core machine, so every number is "
-            "noisy; rows marked * ran while other processes used more than a quarter of a core or the "
-            "hypervisor stole over 5 %. varigate runs with `--slo-infeasible shed` (its default is `serve`)."
-        ),
-        "",
-        f"Calibration: fp32 batch-1 p99 {cal.p99_b1_ms:.1f} ms, so SLO = {cal.slo_ms} ms (4x) and the "
-        f"tighter SLO = {cal.tight_slo_ms} ms (2x). C = {cal.capacity_per_s:.1f} requests/s (fp32 open-loop "
-        "probes, rate: attainment, p99: "
-        + "; ".join(f"{r:.1f}/s: {a:.1%}, {p:.0f} ms" for r, a, p in cal.steps)
-        + ").",
-        "",
-        "Card losses: " + ", ".join(f"{m} {v:.3%}" for m, v in sorted(losses.items())) + ".",
-        "",
-    ]
+def run(args: argparse.Namespace) -> str:
+    repo: Path = args.repository
+    quick = bool(getattr(args, "quick", False))
+    common.ensure_variants(repo, LOGICAL, ["int8", "pruned-structured-int8"])
+    load = payloads.sentences(256, seq_len=SEQ_LEN)
+    plan = Plan.quick() if quick else Plan()
+    return bench(repo, LOGICAL, load, plan, args.docs, with_triton=not getattr(args, "no_triton", False))
 
 
-def _state(state: dict[str, list[str]]) -> str:
-    return (
-        "varigate gateway at the end of the run: dominated (left out) "
-        + (", ".join(state["dominated"]) or "none")
-        + "; demoted "
-        + (", ".join(state["demoted"]) or "none")
-        + "; ceiling switches "
-        + ("; ".join(state["switches"]) or "none")
-        + "."
-    )
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.benchmarks.policy", description=__doc__)
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--docs", type=Path, default=Path(tempfile.gettempdir()) / "varigate-policy-quick")
+    p.add_argument("--quick", action="store_true", help="one repetition at 0.3x lengths (smoke)")
+    p.add_argument("--no-triton", action="store_true", help="leave the Triton baseline out")
+    print(run(p.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
