@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -69,14 +70,21 @@ QUIET_CORES, QUIET_MAX_S, QUIET_POLL_S = 0.1, 8.0, 0.2
 
 
 def start_servers(
-    stack: ExitStack, repo: Path, tmp: Path, logical: str, variants: list[str], with_triton: bool
+    stack: ExitStack,
+    repo: Path,
+    tmp: Path,
+    logical: str,
+    variants: list[str],
+    with_triton: bool,
+    gateway_args: Mapping[str, Sequence[str]] = GATEWAY_ARGS,
 ) -> tuple[dict[str, Server], list[str]]:
-    """The section's servers, and a note for each one left out."""
+    """The section's servers, and a note for each one left out (a gateway other than varigate's and the
+    baseline's that refuses its flags, a Triton that cannot be installed or started)."""
     models = [model_name(logical, v) for v in variants]
     served = common.serving_copy(repo, tmp / "repo", models)
     servers: dict[str, Server] = {}
     notes: list[str] = []
-    for name, args in GATEWAY_ARGS.items():
+    for name, args in gateway_args.items():
         try:
             gw = stack.enter_context(GatewayProcess(served, tmp / f"{name}.log", args))
         except RuntimeError as e:
@@ -221,7 +229,14 @@ def gateway_state(metrics_url: str) -> dict[str, list[str]]:
 
 
 def bench(
-    repo: Path, logical: str, load: payloads.Payloads, plan: Plan, docs: Path, with_triton: bool = True
+    repo: Path,
+    logical: str,
+    load: payloads.Payloads,
+    plan: Plan,
+    docs: Path,
+    *,
+    with_triton: bool = True,
+    gateway_args: Mapping[str, Sequence[str]] = GATEWAY_ARGS,
 ) -> str:
     """Run the section on ``repo``'s ``logical`` model; the markdown (plots written under ``docs/plots``)."""
     variants = [v for v in VARIANTS if model_file(repo / model_name(logical, v)).is_file()]
@@ -232,7 +247,7 @@ def bench(
         for v in variants
     }
     with tempfile.TemporaryDirectory(prefix="varigate-policy-") as tmp, ExitStack() as stack:
-        servers, notes = start_servers(stack, repo, Path(tmp), logical, variants, with_triton)
+        servers, notes = start_servers(stack, repo, Path(tmp), logical, variants, with_triton, gateway_args)
         policies = {
             p: t
             for p, t in targets(logical).items()
