@@ -5,7 +5,7 @@ Lengths (full run; ``Plan.quick`` scales every duration by ``QUICK_SCALE`` and r
 4 s per load; on/off bursts 10 s (3 C for 1.5 s at the start of every 5 s, 0.5 C between); a step from
 1 C to 2 C after 4 s of 8; the production-shaped trace 12 s (``loadtest.trace``: a compressed day, trace
 minutes of 0.25 s, mean 0.7 C). Eight policies, seven workloads, three repetitions: 168 runs, about
-23 minutes with the settling between runs on this 2-core machine.
+24 minutes with start-up, calibration and the settling between runs on this 2-core machine.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from loadtest import arrivals, trace
 from loadtest.arrivals import Piecewise, Schedule
 
 SLO_MULTIPLE = 4  # the SLO is 4x fp32's batch-1 p99 (closed loop, concurrency 1)
-REPETITIONS, QUICK_SCALE = 3, 0.3
+REPETITIONS, QUICK_SCALE = 3, 0.15
 POISSON_LOADS = (0.5, 1.0, 1.5, 2.0)  # x C(fp32)
 POISSON_S, BURST_S, BURST_PERIOD_S, BURST_ON_S, STEP_S, TRACE_S = 4.0, 10.0, 5.0, 1.5, 8.0, 12.0
 BURST_LOAD, BURST_BASE, STEP_FROM, STEP_TO, TRACE_LOAD = 3.0, 0.5, 1.0, 2.0, 0.7

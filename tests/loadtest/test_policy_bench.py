@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from loadtest.benchmarks.policy_plan import OURS, Plan, Workload, order, targets
+from loadtest.benchmarks.policy_plan import OURS, QUICK_SCALE, Plan, Workload, order, targets
 from loadtest.benchmarks.policy_report import Cell, Outcome, Spread, cells, mean_loss, table
 from loadtest.benchmarks.policy_targets import Verdict, totals, verdicts
 
@@ -82,7 +82,7 @@ def test_plan_workloads_and_rotation() -> None:
     a, b, c = (t.schedule(r).times_s for r in (0, 0, 1))
     assert list(a) == list(b) and list(a) != list(c)
     quick = Plan.quick(["poisson"]).workloads(C)
-    assert [w.kind for w in quick] == ["poisson"] * 4 and quick[0].seconds == pytest.approx(0.3 * 4.0)
+    assert [w.kind for w in quick] == ["poisson"] * 4 and quick[0].seconds == pytest.approx(QUICK_SCALE * 4.0)
     policies = list(targets("minilm"))
     assert policies[0] == OURS and "per-request" in policies and "Triton int8" in policies
     orders = [order(policies, r, 3) for r in range(3)]
