@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 
 from loadtest import plots
@@ -13,16 +12,8 @@ from loadtest.benchmarks.policy_plan import OURS, Plan
 from loadtest.benchmarks.policy_render import ATTAINMENT_PNG, MIX_PNG, render
 from loadtest.benchmarks.policy_report import Calibration, Results
 from loadtest.engine import GeneratorCpu, Run
+from tests.loadtest.test_plots import _assert_png
 from tests.loadtest.test_policy_bench import BASELINES, CAPACITY, run
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _assert_png(path: Path) -> None:
-    assert path.read_bytes()[:8] == PNG_MAGIC
-    pixels = matplotlib.image.imread(path)
-    assert pixels.shape[0] > 300 and pixels.shape[1] > 500
-    assert pixels[..., :3].std() > 0.05  # something is drawn
 
 
 def burst_run(seed: int = 0) -> Run:
