@@ -105,12 +105,18 @@ def _lengths(plan: Plan) -> str:
 
 
 def _trace_line(results: Results, plan: Plan) -> str:
-    """The statistics of the trace each repetition replayed (``loadtest.trace.stats``)."""
+    """The statistics (``loadtest.trace.stats``) of the arrivals each repetition replayed."""
     c = results.calibration.capacity["fp32"]
+    replayed = [w for w in results.workloads if w.kind == "trace"]
+    if not replayed:
+        return "No trace was replayed."
     parts = []
     for rep in range(plan.repetitions):
-        day = plan.trace(c, rep)
-        s = trace.stats(day.schedule().times_s, day.shape.minute_s, day.shape.duration_s)
+        day, times = plan.trace(c, rep), replayed[0].schedule(rep).times_s
+        if len(times) < 3:
+            parts.append(f"rep {rep + 1}: {len(times)} arrivals, too few for statistics")
+            continue
+        s = trace.stats(times, day.shape.minute_s, day.shape.duration_s)
         parts.append(
             f"rep {rep + 1}: {s.mean_per_s:.1f}/s, per-minute CV {s.minute_cv:.2f}, peak/mean "
             f"{s.peak_to_mean:.1f}, inter-arrival CV {s.iat_cv:.2f}, peak rate {day.peak_per_s:.0f}/s"
