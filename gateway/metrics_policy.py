@@ -67,6 +67,18 @@ class PolicyMetrics:
             "Measured over predicted request latency",
             ERROR_RATIO_BUCKETS,
         )
+        self.batch_predicted = m.histogram(
+            "varigate_scheduler_batch_predicted_seconds",
+            "Compute time the late-binding scheduler predicted for the batches it bound, by pool mode",
+            LATENCY_BUCKETS_S,
+            (*_MV, "mode"),
+        )
+        self.batch_error = m.histogram(
+            "varigate_scheduler_batch_error_ratio",
+            "Measured over predicted compute time of the batches the late-binding scheduler bound",
+            ERROR_RATIO_BUCKETS,
+            (*_MV, "mode"),
+        )
         self.mix_ratio = m.gauge("varigate_policy_mix_ratio", "Share of recent selections")
         self.loss_ratio = m.gauge(
             "varigate_policy_accuracy_loss_ratio", "Running mean relative accuracy loss", ("model",)
@@ -115,6 +127,13 @@ class PolicyMetrics:
         self.predicted_latency.labels(model, variant).observe(predicted_s)
         if predicted_s > 0:
             self.latency_error.labels(model, variant).observe(measured_s / predicted_s)
+
+    def batch_prediction(
+        self, model: str, variant: str, mode: str, predicted_s: float, measured_s: float
+    ) -> None:
+        self.batch_predicted.labels(model, variant, mode).observe(predicted_s)
+        if predicted_s > 0:
+            self.batch_error.labels(model, variant, mode).observe(measured_s / predicted_s)
 
     def mix(self, model: str, shares: Mapping[str, float], loss_mean: float) -> None:
         for variant, share in shares.items():

@@ -1,5 +1,6 @@
 """Building the selection policy (and the drift monitor) that ``Settings`` name (``VARIGATE_POLICY``):
-``slo`` | ``most-accurate`` | ``static:<variant>`` | ``infaas``.
+``slo`` (late binding, the default) | ``per-request`` (the SLO policy that binds each request at arrival, a
+baseline) | ``most-accurate`` | ``static:<variant>`` | ``infaas``.
 
 ``gateway.settings`` validates the name with ``parse_policy``; ``build_policy`` reads only the fields that
 ``PolicySettings`` lists (``Settings`` has them), so this module does not import the settings back.
@@ -12,10 +13,11 @@ from typing import Protocol
 from gateway.core.drift.monitor import DriftConfig, DriftMonitor
 from gateway.core.selection.baselines import InfaasPolicy, StaticPolicy
 from gateway.core.selection.events import PolicyObserver
+from gateway.core.selection.late import LateBinding
 from gateway.core.selection.policy import MostAccuratePolicy, Policy
 from gateway.core.selection.slo_policy import Infeasible, SloConfig, SloPolicy
 
-POLICIES = ("slo", "most-accurate", "static:<variant>", "infaas")
+POLICIES = ("slo", "per-request", "most-accurate", "static:<variant>", "infaas")
 
 
 def parse_policy(spec: str) -> tuple[str, str]:
@@ -23,7 +25,7 @@ def parse_policy(spec: str) -> tuple[str, str]:
     kind, _, arg = spec.strip().partition(":")
     if kind == "static" and arg.strip():
         return kind, arg.strip()
-    if kind in ("slo", "most-accurate", "infaas") and not arg:
+    if kind in ("slo", "per-request", "most-accurate", "infaas") and not arg:
         return kind, ""
     raise ValueError(f"unknown policy {spec!r}; expected one of {', '.join(POLICIES)}")
 
@@ -39,6 +41,14 @@ class PolicySettings(Protocol):
     def drift_window(self) -> int: ...
     @property
     def drift_min_samples(self) -> int: ...
+    @property
+    def shadow_max_share(self) -> float: ...
+    @property
+    def shadow_max_concurrent(self) -> int: ...
+    @property
+    def drift_alpha(self) -> float: ...
+    @property
+    def drift_horizon(self) -> int: ...
     @property
     def infaas_blacklist_secs(self) -> float: ...
     @property
@@ -61,13 +71,17 @@ class PolicySettings(Protocol):
 
 def build_policy(settings: PolicySettings, observer: PolicyObserver) -> tuple[Policy, DriftMonitor]:
     """The policy ``settings.policy`` names, and the drift monitor (it takes ground-truth labels; it
-    shadows nothing when ``shadow_fraction`` is 0). Only the ``slo`` policy leaves demoted variants out;
-    every policy's traffic is watched."""
+    shadows nothing when ``shadow_fraction`` is 0). Only the ``slo`` and ``per-request`` policies leave
+    demoted variants out; every policy's traffic is watched."""
     kind, arg = parse_policy(settings.policy)
     config = DriftConfig(
         shadow_fraction=settings.shadow_fraction,
         window=settings.drift_window,
         min_samples=settings.drift_min_samples,
+        shadow_max_share=settings.shadow_max_share,
+        shadow_max_concurrent=settings.shadow_max_concurrent,
+        alpha=settings.drift_alpha,
+        horizon=settings.drift_horizon,
     )
     drift = DriftMonitor(config, observer)
     policy: Policy
@@ -88,5 +102,8 @@ def build_policy(settings: PolicySettings, observer: PolicyObserver) -> tuple[Po
             min_dwell_s=settings.policy_min_dwell_secs,
             headroom=settings.policy_headroom,
         )
-        policy = SloPolicy(slo, drift=drift, observer=observer)
+        if kind == "per-request":
+            policy = SloPolicy(slo, drift=drift, observer=observer)
+        else:
+            policy = LateBinding(slo, drift=drift, observer=observer)
     return policy, drift

@@ -141,10 +141,12 @@ class Settings(ServerLimits):
     )
     policy: str = Field(
         "slo",
-        description="How a variant is chosen for requests that name a logical model: 'slo' (by latency "
-        "SLO and load, inside the accuracy budget, leaving out dominated and drifting variants), "
-        "'most-accurate', 'static:<variant>' (always that one, e.g. 'static:int8'), or 'infaas' "
-        "(INFaaS-style baseline).",
+        description="How a variant is chosen for requests that name a logical model: 'slo' (late "
+        "binding: per batch, when a core is free, the most accurate variant that meets every deadline in "
+        "it and behind it, inside the accuracy budget, leaving out dominated and drifting variants), "
+        "'per-request' (the previous SLO policy: each request bound at arrival, with a ceiling and "
+        "hysteresis; a baseline), 'most-accurate', 'static:<variant>' (always that one, e.g. "
+        "'static:int8'), or 'infaas' (INFaaS-style baseline).",
     )
     slo_margin_fraction: float = Field(
         _SLO.margin_fraction,
@@ -174,32 +176,59 @@ class Settings(ServerLimits):
     policy_step_up_after_secs: float = Field(
         _SLO.step_up_after_s,
         ge=0,
-        description="Seconds of sustained headroom before the 'slo' policy steps up a variant.",
+        description="Seconds of sustained headroom before the 'per-request' policy steps up a variant.",
     )
     policy_min_dwell_secs: float = Field(
         _SLO.min_dwell_s,
         ge=0,
-        description="Seconds the 'slo' policy stays on a variant after a switch before stepping up.",
+        description="Seconds the 'per-request' policy stays on a variant after a switch before stepping up.",
     )
     policy_headroom: float = Field(
         _SLO.headroom,
         ge=0,
         lt=1,
-        description="Step up only while the arrival rate stays below (1 - headroom) of what the more "
-        "accurate variant sustains within the SLO.",
+        description="'per-request' policy: step up only while the arrival rate stays below (1 - headroom) "
+        "of what the more accurate variant sustains within the SLO.",
     )
     shadow_fraction: float = Field(
         _DRIFT.shadow_fraction,
         ge=0,
         le=1,
         description="Fraction of requests also run on a second variant (compressed vs the fp32 reference), "
-        "only with spare capacity, to measure live accuracy drift; 0 turns shadowing off.",
+        "at any load, under the cost cap, to measure live accuracy drift; 0 turns shadowing off.",
     )
-    drift_window: int = Field(_DRIFT.window, ge=1, description="Rows of live agreement kept per variant.")
+    shadow_max_share: float = Field(
+        _DRIFT.shadow_max_share,
+        gt=0,
+        le=1,
+        description="Cost cap: shadows of a logical model use at most this share of its recent compute; a "
+        "sampled request over it is skipped (busy).",
+    )
+    shadow_max_concurrent: int = Field(
+        _DRIFT.shadow_max_concurrent,
+        ge=1,
+        description="Cost cap: shadows of one logical model queued or running at once.",
+    )
+    drift_window: int = Field(
+        _DRIFT.window, ge=1, description="Shadowed requests in the reported live agreement."
+    )
     drift_min_samples: int = Field(
         _DRIFT.min_samples,
         ge=1,
-        description="Rows of live agreement before a variant can be demoted or recover.",
+        description="Shadowed requests after a start or a verdict before the next verdict.",
+    )
+    drift_alpha: float = Field(
+        _DRIFT.alpha,
+        gt=0,
+        lt=1,
+        description="Probability of a false demotion (or recovery) per --drift-horizon shadowed requests "
+        "of a variant version.",
+    )
+    drift_horizon: int = Field(
+        _DRIFT.horizon,
+        ge=1,
+        description="Shadowed requests over which --drift-alpha is spent (10000: about an hour at 55 "
+        "req/s, 5 % shadowed).",
     )
     infaas_blacklist_secs: float = Field(
         _INFAAS_BLACKLIST_S,

@@ -29,6 +29,9 @@ class BackendLoadError(RuntimeError):
 
 
 class Runner(Protocol):
+    """A backend's runner. It may also have ``run_wide(feeds)`` (the batch has the whole compute pool: run
+    it on every core) and ``timings`` (what ``warmup`` measured: pool mode -> rows -> seconds)."""
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Compute one batch (blocking; called on the backend's executor)."""
         ...
@@ -53,6 +56,13 @@ class Backend(ABC):
         """Batches of one model version in flight where config.pbtxt declares no ``instance_group``."""
         return 1
 
+    @property
+    def pool_shape(self) -> tuple[int, bool]:
+        """The compute pool (``gateway.core.batching.pool``): batches at once, and whether a batch alone
+        takes every core (``adaptive``). By default one batch per executor worker."""
+        workers = getattr(self.executor, "_max_workers", self.default_instances)
+        return max(1, int(workers)), False
+
     def close(self) -> None:
         """Release the executor without blocking the caller (after a drain nothing runs on it)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -64,8 +74,14 @@ class ExecutorRunner:
     def __init__(self, runner: Runner, executor: Executor) -> None:
         self.runner, self._executor = runner, executor
 
-    async def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.runner.run, feeds)
+    async def infer(self, feeds: Mapping[str, np.ndarray], wide: bool = False) -> dict[str, np.ndarray]:
+        run = getattr(self.runner, "run_wide", self.runner.run) if wide else self.runner.run
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run, feeds)
+
+    @property
+    def calibration(self) -> Mapping[str, Mapping[int, float]]:
+        found: Mapping[str, Mapping[int, float]] = getattr(self.runner, "timings", {})
+        return found
 
     def close(self) -> None:
         self.runner.close()
@@ -76,6 +92,10 @@ class BackendLoader:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+
+    @property
+    def pool_shape(self) -> tuple[int, bool]:
+        return self.backend.pool_shape
 
     async def load(self, spec: ModelSpec, version: int) -> ExecutorRunner:
         runner = await asyncio.to_thread(self._load, spec, version)

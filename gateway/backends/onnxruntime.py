@@ -8,6 +8,7 @@ process may use.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -17,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.backends.base import Backend, BackendLoadError, Runner
-from gateway.backends.cores import Cores
 from gateway.core.config import ModelConfig, TensorConfig
+from gateway.core.selection.latency_model import CALIBRATION_LENGTH
 from gateway.core.types import Datatype
 from varigate.contract.execution import DEFAULT_LAYOUT, choose
 from varigate.contract.layout import MODEL_FILENAME
@@ -65,38 +66,53 @@ def datatype_to_onnx(datatype: Datatype) -> str:
 
 
 class OnnxRuntimeRunner:
-    """Runs a batch on ``session``; with ``narrow`` and ``cores`` (the adaptive layout), on ``session`` when
-    the batch has the pool to itself and on the single-threaded ``narrow`` otherwise."""
+    """Runs a batch on ``session``; with ``narrow`` (the adaptive layout), ``run`` uses the single-threaded
+    ``narrow`` and ``run_wide`` the wide ``session`` (the compute pool says which a batch gets). ``warmup``
+    times both at batch 1 and at the largest preferred batch size (``timings``: what the latency model
+    starts from, measured at the layout this process serves with)."""
 
     def __init__(
-        self,
-        session: ort.InferenceSession,
-        config: ModelConfig,
-        narrow: ort.InferenceSession | None = None,
-        cores: Cores | None = None,
+        self, session: ort.InferenceSession, config: ModelConfig, narrow: ort.InferenceSession | None = None
     ) -> None:
-        self.session, self.narrow, self.config, self._cores = session, narrow, config, cores
+        self.session, self.narrow, self.config = session, narrow, config
         self._outputs = [o.name for o in session.get_outputs()]
         self._bytes_inputs = {t.name for t in config.inputs if t.datatype is Datatype.BYTES}
+        self.timings: dict[str, dict[int, float]] = {}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._on(self.narrow or self.session, feeds)
+
+    def run_wide(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._on(self.session, feeds)
+
+    def _on(self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         ort_feeds = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in feeds.items()}
-        if self._cores is None or self.narrow is None:
-            results = self.session.run(self._outputs, ort_feeds)
-        else:
-            with self._cores.hold() as wide:
-                results = (self.session if wide else self.narrow).run(self._outputs, ort_feeds)
+        results = session.run(self._outputs, ort_feeds)
         return {name: _from_ort(arr) for name, arr in zip(self._outputs, results, strict=True)}
 
     def warmup(self) -> None:
-        batches = sorted({1, self.config.max_batch_size}) if self.config.max_batch_size > 0 else [0]
-        for session in (self.session, self.narrow):
+        batched = self.config.max_batch_size > 0
+        sizes = sorted({1, self.config.max_batch_size}) if batched else [0]
+        db = self.config.dynamic_batching
+        timed = sorted({1, max(db.preferred_batch_sizes, default=1) if db else 1}) if batched else [0]
+        sessions = {"wide": self.session, "narrow": self.narrow} if self.narrow else {"fixed": self.session}
+        for mode, session in sessions.items():
             if session is None:
                 continue
-            for rows in batches:
-                feeds = {t.name: _zeros(t, rows) for t in self.config.inputs if not t.optional}
-                ort_feeds = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in feeds.items()}
-                session.run(self._outputs, ort_feeds)
+            for rows in sizes:
+                session.run(self._outputs, self._zeros(rows))
+            for rows in timed:  # the faster of two runs: the first at a new shape also allocates
+                feeds = self._zeros(rows, CALIBRATION_LENGTH)
+                took = []
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    session.run(self._outputs, feeds)
+                    took.append(time.perf_counter() - t0)
+                self.timings.setdefault(mode, {})[max(1, rows)] = min(took)
+
+    def _zeros(self, rows: int, length: int = 1) -> dict[str, np.ndarray]:
+        feeds = {t.name: _zeros(t, rows, length) for t in self.config.inputs if not t.optional}
+        return {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in feeds.items()}
 
     def close(self) -> None:
         del self.session
@@ -137,7 +153,6 @@ class OnnxRuntimeBackend(Backend):
         self._opt_level = _OPT_LEVELS[graph_optimization_level]
         self._spinning = chosen.spinning
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnxruntime")
-        self._cores = Cores(chosen.cores) if chosen.adaptive else None
 
     @property
     def default_instances(self) -> int:
@@ -146,6 +161,10 @@ class OnnxRuntimeBackend(Backend):
     @property
     def executor(self) -> Executor:
         return self._executor
+
+    @property
+    def pool_shape(self) -> tuple[int, bool]:
+        return self.workers, self.layout.adaptive
 
     def load(self, model_dir: Path, config: ModelConfig) -> Runner:
         if config.platform not in PLATFORMS or config.backend not in BACKENDS:
@@ -158,10 +177,10 @@ class OnnxRuntimeBackend(Backend):
             raise BackendLoadError(f"model {config.name!r}: no model file at {path}")
         session = self._session(config, path, self.intra_op_threads)
         _check_signature(config, session, path)
-        if self._cores is None:
+        if not self.layout.adaptive:
             return OnnxRuntimeRunner(session, config)
         narrow = self._session(config, path, self.layout.narrow_threads)
-        return OnnxRuntimeRunner(session, config, narrow, self._cores)
+        return OnnxRuntimeRunner(session, config, narrow)
 
     def _session(self, config: ModelConfig, path: Path, threads: int) -> ort.InferenceSession:
         options = ort.SessionOptions()
@@ -199,8 +218,8 @@ def _check_signature(config: ModelConfig, session: ort.InferenceSession, path: P
             )
 
 
-def _zeros(t: TensorConfig, rows: int) -> np.ndarray:
-    dims = tuple(1 if d == -1 else d for d in t.dims)
+def _zeros(t: TensorConfig, rows: int, length: int = 1) -> np.ndarray:
+    dims = tuple(length if d == -1 else d for d in t.dims)
     shape = ((rows,) if rows else ()) + dims
     if t.datatype is Datatype.BYTES:
         return np.full(shape, b"", dtype=object)

@@ -3,11 +3,13 @@
 
 One request's path: resolve the name (a variant pins it; a logical model lets the policy choose), read its
 SLO terms and hard deadline, **validate it** against the model's config (so an invalid request never reaches
-the policy or a batch), let the policy choose among the variants whose circuit is closed
-(``models.health``), enqueue it on that version's batcher (synchronously: a routed request is always
-accepted or refused, never lost to a reload), and answer with the outputs, ``varigate_variant`` and
-``varigate_slo_met``. Every finished request, answered or not, is one ``RequestEvent`` on the core's fan-out;
-with a drift monitor, a fraction of answered requests is shadowed on spare capacity (``drift.shadow``).
+the policy or a batch), then either queue it for late binding (the default policy, ``selection.late``: the
+variant is chosen when its batch forms, among those whose circuit is closed, ``models.health``) or, with a
+per-request policy or a pinned variant, choose now and enqueue it on that version's batcher
+(synchronously: a routed request is always accepted or refused, never lost to a reload), and answer with
+the outputs, ``varigate_variant`` and ``varigate_slo_met``. Every finished request, answered or not, is one
+``RequestEvent`` on the core's fan-out; with a drift monitor, a fraction of answered requests is shadowed
+(``drift.shadow``).
 Time points are ``time.monotonic_ns()``.
 """
 
@@ -26,6 +28,7 @@ from gateway.core.errors import BackendError, GatewayError, InvalidInput, Unavai
 from gateway.core.models import metadata
 from gateway.core.models.health import Health
 from gateway.core.models.registry import ModelRecord, Registry, VersionState
+from gateway.core.selection.late import Bound, LateBinding
 from gateway.core.selection.policy import Candidate, Policy, PolicyContext
 from gateway.core.selection.slo import NO_TERMS, SloTerms, default_slo_ms, request_terms
 from gateway.core.telemetry.observer import Observer, Outcome, RequestEvent
@@ -67,21 +70,29 @@ class DataPlane:
             terms = request_terms(request.parameters, request.model_name, default_ms, request.deadline_s)
             expires_ns = _expires_ns(request, started)
             valid = _validate(request, target)
-            if not route.pinned:
-                chosen = self._choose(route.logical_model, route.targets, request, started, terms, seq)
-                if chosen[0].spec is not target[0].spec:  # variants share their inputs; limits may differ
-                    valid = _validate(request, chosen)
-                target = chosen
-            batcher = target[1].batcher
-            assert batcher is not None  # READY versions have one
-            future = batcher.submit(
-                valid.feeds,
-                priority=valid.priority,
-                timeout_us=valid.timeout_us,
-                deadline_ns=started + terms.slo_ns if terms.slo_ns is not None else 0,
-                expires_ns=expires_ns,
-            )
-            result = await future
+            if not route.pinned and isinstance(self.policy, LateBinding):
+                name, version = request.model_name, request.model_version
+                item = self.policy.submit(
+                    route.logical_model,
+                    lambda: self._bound(name, version),
+                    valid.feeds,
+                    terms,
+                    priority=valid.priority,
+                    timeout_us=valid.timeout_us,
+                    now_ns=started,
+                    expires_ns=expires_ns,
+                )
+                try:
+                    result = await item.future
+                finally:
+                    target = item.served or target
+            else:
+                if not route.pinned:
+                    chosen = self._choose(route.logical_model, route.targets, request, started, terms, seq)
+                    if chosen[0].spec is not target[0].spec:  # variants share their inputs; limits may differ
+                        valid = _validate(request, chosen)
+                    target = chosen
+                result = await self._submit(target, valid, terms, started, expires_ns)
             outputs = [_tensor(name, result) for name in valid.outputs]
         except GatewayError as e:
             self._finish(route.logical_model, target, request, started, None, e, terms, seq)
@@ -103,6 +114,26 @@ class DataPlane:
             id=request.id,
             parameters=parameters,
         )
+
+    async def _submit(
+        self, target: Target, valid: ValidRequest, terms: SloTerms, started_ns: int, expires_ns: int
+    ) -> BatchResult:
+        batcher = target[1].batcher
+        assert batcher is not None  # READY versions have one
+        return await batcher.submit(
+            valid.feeds,
+            priority=valid.priority,
+            timeout_us=valid.timeout_us,
+            deadline_ns=started_ns + terms.slo_ns if terms.slo_ns is not None else 0,
+            expires_ns=expires_ns,
+        )
+
+    def _bound(self, name: str, version: str) -> list[Bound]:
+        """The variants a late-bound batch of ``name`` may go to now: READY, their circuits closed (all of
+        them when every circuit is open)."""
+        targets = self._registry.resolve(name, version).targets
+        healthy = [(r, v) for r, v in targets if self._routable(r, v)] or list(targets)
+        return [(_candidate(r, v), v.batcher, (r, v)) for r, v in healthy if v.batcher is not None]
 
     def _choose(
         self,

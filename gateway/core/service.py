@@ -22,6 +22,7 @@ from gateway.core.models.health import Health, HealthConfig, HealthObserver
 from gateway.core.models.lifecycle import ModelManager
 from gateway.core.models.registry import UNLOADED, Registry
 from gateway.core.models.runner import ControlMode, ModelLoader, ModelSource
+from gateway.core.selection.late import LateBinding
 from gateway.core.selection.policy import MostAccuratePolicy, Policy, PolicyListener
 from gateway.core.telemetry.observer import Fanout, NullObserver, Observer
 from gateway.core.telemetry.stats import Statistics
@@ -70,6 +71,8 @@ class Service:
         stats = Statistics()
         events = Fanout([stats, self.health, PolicyListener(policy), observer])
         self._manager = ModelManager(self._registry, loader, events)
+        if isinstance(policy, LateBinding):
+            policy.attach(self._manager.pool, events)
         self._shadow = Shadower(drift, self._registry) if drift is not None else None
         self.data = DataPlane(self._registry, policy, events, stats, self.health, self._shadow)
         self.control = RepositoryControl(
@@ -109,8 +112,13 @@ class Service:
         if timeout_s is not None:
             deadline = time.monotonic() + timeout_s
             self._drain_deadline = min(self._drain_deadline or deadline, deadline)
+        await asyncio.wait_for(self._drain_queues(), timeout_s)
+
+    async def _drain_queues(self) -> None:
+        if isinstance(self.policy, LateBinding):
+            await self.policy.drain()  # queued for late binding: dispatched to the batchers first
         batchers = [v.batcher for r in self._registry.records() for v in r.versions if v.batcher is not None]
-        await asyncio.wait_for(asyncio.gather(*(b.drain() for b in batchers)), timeout_s)
+        await asyncio.gather(*(b.drain() for b in batchers))
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Drain, then unload every model and release the loader. The drain lasts at most ``timeout_s``, or
@@ -123,6 +131,8 @@ class Service:
         except TimeoutError:
             logger.warning("requests still unfinished after draining for %s s are failed", timeout_s)
         finally:
+            if isinstance(self.policy, LateBinding):
+                self.policy.close()
             if self._shadow is not None:
                 await self._shadow.close()
             await self._manager.close(timeout_s=0 if timeout_s is not None else None)

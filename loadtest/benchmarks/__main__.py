@@ -17,6 +17,7 @@ SECTIONS = {
     "peers": "loadtest.benchmarks.peers",
     "policy": "loadtest.benchmarks.policy",
     "overload": "loadtest.benchmarks.overload",
+    "drift": "loadtest.benchmarks.drift",
     "frontier": "loadtest.benchmarks.frontier",
     "first-run": "loadtest.benchmarks.first_run",
 }

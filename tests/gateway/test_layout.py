@@ -6,7 +6,6 @@ that declares no ``instance_group`` (shown by the config endpoint, as Triton's a
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 
 from gateway.backends.base import BackendLoadError
-from gateway.backends.cores import Cores
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
+from gateway.core.batching.pool import NARROW, WIDE, ComputePool
 from varigate.contract.execution import choose
 
 from .conftest import serving, tiny_request
@@ -72,48 +71,46 @@ def test_oversubscription_and_unknown_layouts_are_refused() -> None:
         OnnxRuntimeBackend(layout="pool")
 
 
-def test_cores_give_a_lone_batch_everything_and_loaded_batches_one_each() -> None:
-    cores = Cores(2)
-    with cores.hold() as wide:
-        assert wide
-        entered = threading.Event()
-        seen: list[bool] = []
+async def test_the_pool_gives_a_lone_batch_everything_and_loaded_batches_one_core_each() -> None:
+    pool = ComputePool(2, adaptive=True)
+    first = await pool.take(alone=True)
+    assert first.mode == WIDE and pool.free == 0
+    second = asyncio.ensure_future(pool.take(alone=True))
+    await asyncio.sleep(0.05)
+    assert not second.done()  # the wide batch holds every core: the next one waits ...
+    assert pool.try_take() is None  # ... and a scheduler cannot jump the queue
+    pool.give_back(first)
+    grant = await second
+    assert grant.mode == WIDE  # ... and, having waited alone, has the pool again
+    third = pool.try_take(alone=False)
+    assert third is None  # it holds both cores
+    pool.give_back(grant)
+    a, b = pool.try_take(alone=False), pool.try_take(alone=True)
+    assert a is not None and b is not None and (a.mode, b.mode) == (NARROW, NARROW)  # side by side
+    assert pool.try_take(alone=True) is None
+    pool.give_back(a)
+    pool.give_back(b)
+    assert pool.idle() and pool.runs == {WIDE: 2, NARROW: 2, "fixed": 0}
 
-        def second() -> None:
-            with cores.hold() as w:
-                seen.append(w)
-                entered.set()
 
-        t = threading.Thread(target=second)
-        t.start()
-        assert not entered.wait(0.2)  # the wide batch holds every core: the next one waits ...
-    t.join(5)
-    assert seen == [False]  # ... and, having waited, runs on one core
-    with cores.hold() as first:
-        assert first  # the pool is idle again
-    assert (cores.wide_runs, cores.narrow_runs) == (2, 1)
-
-
-def test_cores_never_hand_out_more_threads_than_cores() -> None:
-    cores, lock = Cores(2), threading.Lock()
+async def test_the_pool_never_hands_out_more_cores_than_it_has() -> None:
+    pool = ComputePool(2, adaptive=True)
     held, most = [0], [0]
 
-    def batch() -> None:
-        with cores.hold() as wide:
-            with lock:
-                held[0] += 2 if wide else 1
-                most[0] = max(most[0], held[0])
-            time.sleep(0.002)
-            with lock:
-                held[0] -= 2 if wide else 1
+    async def batch(i: int) -> None:
+        grant = await pool.take(alone=i % 3 == 0)
+        held[0] += grant.slots
+        most[0] = max(most[0], held[0])
+        await asyncio.sleep(0.001)
+        held[0] -= grant.slots
+        pool.give_back(grant)
 
-    threads = [threading.Thread(target=batch) for _ in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert most[0] <= 2 and cores.wide_runs + cores.narrow_runs == 40
-    assert cores.narrow_runs > 0  # batches that met others ran on one core
+    await asyncio.gather(*(batch(i) for i in range(40)))
+    assert most[0] <= 2 and sum(pool.runs.values()) == 40
+    assert pool.runs[NARROW] > 0  # batches that met others ran on one core
+    fixed = ComputePool(3)
+    grants = [fixed.try_take(alone=True) for _ in range(4)]
+    assert [g.mode if g else None for g in grants] == ["fixed", "fixed", "fixed", None]
 
 
 async def test_the_adaptive_backend_answers_alike_alone_and_under_load(build: Callable[..., Path]) -> None:

@@ -7,15 +7,14 @@ function the policy's predictions call too. Requests are taken in the order of t
 batches run at once (the model's instance count), so requests gather while a batch runs.
 
 ``submit`` enqueues synchronously (nothing can run between routing and enqueueing) and returns a future.
-Requests are validated before they get here: a batch holds only requests that can run together, and a
-backend failure fails only the requests of that batch. One the queue would hold too long is refused early
-(``gateway.core.batching.admission``).
+Requests are validated before they get here: a batch holds only requests that can run together. One the
+queue would hold too long is refused early (``gateway.core.batching.admission``). Every batch runs on a grant
+of the process's compute pool (``batching.pool``), shared with every other model; how it runs is
+``batching.execution``. A late-binding scheduler hands this batcher whole batches it formed elsewhere
+(``dispatch``): they run at once on the scheduler's grant, outside this batcher's instances.
 
 A request may carry a hard deadline (``expires_ns``: the client stops waiting then): it is answered with
-``DeadlineExceeded`` at that moment, queued or running. A backend call cannot be cancelled, so a batch whose
-requests have all run out keeps its slot (and its executor thread) until the call returns; it is reported
-as a failed batch when the last of its requests runs out (``overrunning`` counts such batches), and its late
-result is dropped.
+``DeadlineExceeded`` at that moment, queued or running (``execution`` says what happens to its batch).
 """
 
 from __future__ import annotations
@@ -28,13 +27,15 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from gateway.core.batching.admission import Admission
+from gateway.core.batching.execution import Job, execute
 from gateway.core.batching.formation import ALONE, QUIET_GAPS, Rules, batches, quiet
-from gateway.core.batching.padding import merge, signature, split
-from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue, call_or_all_done
+from gateway.core.batching.padding import signature
+from gateway.core.batching.pool import ComputePool, Grant
+from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue
 from gateway.core.config import ModelConfig
-from gateway.core.errors import BackendError, DeadlineExceeded, InvalidInput, Unavailable
+from gateway.core.errors import DeadlineExceeded, InvalidInput, Unavailable
 from gateway.core.models.runner import Runner
-from gateway.core.telemetry.observer import BatchEvent, NullObserver, Observer
+from gateway.core.telemetry.observer import NullObserver, Observer
 
 __all__ = ["BatchResult", "Batcher"]
 
@@ -49,6 +50,7 @@ class Batcher:
         *,
         observer: Observer | None = None,
         max_batches_in_flight: int | None = None,
+        pool: ComputePool | None = None,
     ) -> None:
         self.model, self.version, self.config, self.runner = model, version, config, runner
         self._observer = observer or NullObserver()
@@ -58,6 +60,8 @@ class Batcher:
         self._queue = RequestQueue(model, config.dynamic_batching, self._wakeup.set)
         self._instances = max(1, max_batches_in_flight or config.instance_count)
         self._slots = asyncio.Semaphore(self._instances)
+        self._pool = pool or ComputePool(self._instances)  # alone: its own instances are its pool
+        self._job = Job(model, version, config, runner, self._observer)
         preferred = self._rules.preferred
         self._admission = Admission(model, preferred[-1] if preferred else self._max_rows, self._instances)
         self._idle = asyncio.Event()
@@ -66,9 +70,6 @@ class Batcher:
         self._inflight = 0
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
-        self._running: dict[int, tuple[int, int]] = {}  # id(batch) -> (rows, started_ns)
-        self._overrunning = 0  # running batches whose requests have all run past their deadlines
-        self._compute_ns = 0  # recent batch compute time (moving average), for deadline-aware firing
         self._adaptive = config.adaptive_delay and self._rules.delay_ns > 0
         self._gaps: deque[int] = deque(maxlen=QUIET_GAPS)  # between recent arrivals (formation.quiet)
         self._last_arrival_ns = 0
@@ -84,9 +85,13 @@ class Batcher:
         return self._inflight
 
     @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
     def overrunning(self) -> int:
         """Batches still running after every one of their requests ran past its deadline (a stuck backend)."""
-        return self._overrunning
+        return self._job.overrunning
 
     def backlog(self) -> tuple[QueuedRequest, ...]:
         """The queued requests in batch order (``QueueView``)."""
@@ -94,11 +99,11 @@ class Batcher:
 
     def running(self) -> tuple[tuple[int, int], ...]:
         """``(rows, started_ns)`` of the batches executing now (``QueueView``)."""
-        return tuple(self._running.values())
+        return tuple(self._job.running.values())
 
     def recent_compute_ns(self) -> int:
         """The recent batch compute time, a moving average (``QueueView``; 0 until a batch has run)."""
-        return self._compute_ns
+        return self._job.compute_ns
 
     def start(self) -> None:
         if self._task is None:
@@ -127,7 +132,9 @@ class Batcher:
             raise InvalidInput(
                 f"inference request batch-size must be <= {self._max_rows} for {self.model!r}, got {rows}"
             )
-        self._admission.refuse_if_late(self._queue, rows, priority, timeout_us, expires_ns, self._compute_ns)
+        self._admission.refuse_if_late(
+            self._queue, rows, priority, timeout_us, expires_ns, self._job.compute_ns
+        )
         item = self._queue.push(feeds, rows, signature(self.config, feeds), priority, timeout_us, deadline_ns)
         if self._adaptive:
             alone = self._inflight == 0 or not self._last_arrival_ns
@@ -198,17 +205,13 @@ class Batcher:
             self.config.logical_model, self.model, self.version, self.queued, self._inflight
         )
 
-    def _batch_done(self, rows: int, requests: int, compute_s: float, ok: bool) -> None:
-        event = BatchEvent(self.config.logical_model, self.model, self.version, rows, requests, compute_s, ok)
-        self._observer.batch_done(event)
-
     # -- batching -------------------------------------------------------------------------------------
 
     def _plan(self, now_ns: int) -> tuple[list[QueuedRequest], int]:
         """The batch to run now, or ``([], wake_at_ns)`` (``formation.batches`` decides; draining, an
         incomplete batch does not wait)."""
         quiet_ns = quiet(self._gaps, self._rules.delay_ns) if self._adaptive else 0
-        batch = next(batches(self._queue, self._rules, self._compute_ns, quiet_ns))
+        batch = next(batches(self._queue, self._rules, self._job.compute_ns, quiet_ns))
         if batch.fire_ns > now_ns and self._accepting:
             return [], batch.fire_ns
         return list(batch.items), 0
@@ -253,64 +256,36 @@ class Batcher:
             if timer is not None:
                 timer.cancel()
 
-    async def _execute(self, batch: list[QueuedRequest]) -> None:
-        try:
-            t0 = time.monotonic_ns()
-            rows = sum(it.rows for it in batch)
-            self._running[id(batch)] = (rows, t0)
-            try:
-                feeds, layout = merge(self.config, [it.feeds for it in batch])
-                t1 = time.monotonic_ns()
-                outputs = await self._run(batch, feeds, rows, t0)
-                if outputs is None:
-                    return  # every request ran past its deadline; reported as a failed batch
-                t2 = time.monotonic_ns()
-                pieces = split(self.config, outputs, layout)
-                if len(pieces) != len(batch):
-                    raise ValueError(f"{len(pieces)} results for a batch of {len(batch)} requests")
-                t3 = time.monotonic_ns()
-            except Exception as e:  # noqa: BLE001 - a backend failure fails this batch only
-                compute_s = (time.monotonic_ns() - t0) / 1e9
-                self._batch_done(rows, len(batch), compute_s, False)
-                error = BackendError(
-                    f"model {self.model!r} version {self.version} failed on a batch of {rows} rows: "
-                    f"{type(e).__name__}: {e}"
-                )
-                for it in batch:
-                    if not it.future.done():
-                        it.future.set_exception(error)
-                return
-            except asyncio.CancelledError:
-                self._fail(batch, "was closed while the request was running")
-                raise
-            self._batch_done(rows, len(batch), (t2 - t1) / 1e9, True)
-            self._compute_ns = (t3 - t0) if not self._compute_ns else (3 * self._compute_ns + t3 - t0) // 4
-            for it, piece in zip(batch, pieces, strict=True):
-                if not it.future.done():
-                    it.future.set_result(
-                        BatchResult(piece, rows, t0 - it.enqueued_ns, t1 - t0, t2 - t1, t3 - t2)
-                    )
-        finally:
-            self._running.pop(id(batch), None)
-            self._slots.release()
-            self._wakeup.set()
+    def dispatch(self, items: list[QueuedRequest], grant: Grant) -> None:
+        """Run ``items``, a batch a late-binding scheduler formed and bound to this variant, on ``grant``
+        now (its requests were queued, and are removed, elsewhere; this batcher answers them)."""
+        self._inflight += len(items)
+        self._idle.clear()
+        for it in items:
+            it.future.add_done_callback(self._dispatched_done)
+        task = asyncio.get_running_loop().create_task(self._execute(items, grant))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+        self._report()
 
-    async def _run(
-        self, batch: list[QueuedRequest], feeds: Mapping[str, np.ndarray], rows: int, t0: int
-    ) -> dict[str, np.ndarray] | None:
-        """The backend's outputs, or ``None`` when every request of the batch ran past its deadline first
-        (the call is then awaited to its end, holding the batch's slot, and its result dropped)."""
-        call = asyncio.ensure_future(self.runner.infer(feeds))
-        await call_or_all_done(call, [it.future for it in batch])
-        if call.done():
-            return await call
-        futures = [it.future for it in batch]
-        if not any(not f.cancelled() and isinstance(f.exception(), DeadlineExceeded) for f in futures):
-            return await call  # cancelled by their clients, not run out: wait as before
-        self._overrunning += 1
-        self._batch_done(rows, len(batch), (time.monotonic_ns() - t0) / 1e9, False)
+    def _dispatched_done(self, _future: object) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+        self._report()
+
+    async def _execute(self, batch: list[QueuedRequest], grant: Grant | None = None) -> None:
+        own = grant is None  # a batch of this batcher's own queue holds one of its instances
         try:
-            await asyncio.gather(call, return_exceptions=True)
+            if grant is None:
+                grant = await self._pool.take(alone=not self.queued)
+            await execute(self._job, batch, grant)
+        except asyncio.CancelledError:
+            self._fail(batch, "was closed while the request was running")
+            raise
         finally:
-            self._overrunning -= 1
-        return None
+            if grant is not None:
+                self._pool.give_back(grant)
+            if own:
+                self._slots.release()
+            self._wakeup.set()

@@ -123,3 +123,18 @@ def _cut_axes(config: ModelConfig, name: str, arr: np.ndarray, layout: BatchLayo
         for a in variable
         if a in layout.padded and a + 1 < arr.ndim and arr.shape[a + 1] == layout.padded[a]
     )
+
+
+def length(config: ModelConfig, feeds: Feeds) -> int:
+    """The sequence length of a (merged) batch: the largest extent of any variable input axis; 0 when the
+    model has none. What the latency model scales a profile by."""
+    batched = 1 if config.max_batch_size > 0 else 0
+    found = 0
+    for t in config.inputs:
+        array = feeds.get(t.name)
+        if array is None:
+            continue
+        for axis in t.variable_axes:
+            if axis + batched < array.ndim:
+                found = max(found, int(array.shape[axis + batched]))
+    return found

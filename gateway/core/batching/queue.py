@@ -11,6 +11,7 @@ requests in the order batches take them.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +49,10 @@ class QueuedRequest:
     queued: bool = True
     delayed: bool = False
     timer: asyncio.TimerHandle | None = None
+    # late binding (``selection.late``): what the choice reads, and the variant that served the request
+    max_loss: float = math.inf  # the request's ``max_accuracy_loss``
+    length: int = 0  # its sequence length (``padding.length``)
+    served: Any = None
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import NoReturn
 
 from gateway.core.batching.batcher import Batcher
+from gateway.core.batching.pool import ComputePool
 from gateway.core.config import ModelSpec, RepositoryScan
 from gateway.core.errors import ModelLoadError, ModelNotFound
 from gateway.core.models.registry import UNLOADED, ModelRecord, ModelState, Registry, VersionState
@@ -29,10 +30,13 @@ def spec_key(spec: ModelSpec) -> str:
 
 
 class ModelManager:
-    def __init__(self, registry: Registry, loader: ModelLoader, observer: Observer) -> None:
+    def __init__(
+        self, registry: Registry, loader: ModelLoader, observer: Observer, pool: ComputePool | None = None
+    ) -> None:
         self._registry = registry
         self._loader = loader
         self._observer = observer
+        self.pool = pool or ComputePool(*loader.pool_shape)
         self._lock = asyncio.Lock()
         self._refused: dict[str, str] = {}  # model -> spec_key that failed to load
 
@@ -147,7 +151,9 @@ class ModelManager:
             except Exception as e:  # noqa: BLE001 - any failure refuses the whole new copy
                 await self._retire(loaded)
                 self._refuse_load(spec, old, f"failed to load model {spec.name!r} version {version}: {e}")
-            batcher = Batcher(spec.name, str(version), spec.config, runner, observer=self._observer)
+            batcher = Batcher(
+                spec.name, str(version), spec.config, runner, observer=self._observer, pool=self.pool
+            )
             loaded.append(VersionState(version, ModelState.READY, batcher=batcher))
         serving = sorted([*keep.values(), *loaded], key=lambda v: v.version)
         for v in serving:

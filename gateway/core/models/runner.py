@@ -24,14 +24,27 @@ class ControlMode(StrEnum):
 class Runner(Protocol):
     """One loaded model version, ready to run whole batches."""
 
-    async def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch. Must not compute on the event loop."""
+    async def infer(self, feeds: Mapping[str, np.ndarray], wide: bool = False) -> dict[str, np.ndarray]:
+        """Run one batch (``wide``: it has the whole compute pool, see ``batching.pool``). Must not compute
+        on the event loop."""
+        ...
+
+    @property
+    def calibration(self) -> Mapping[str, Mapping[int, float]]:
+        """Seconds per batch measured when the runner was loaded: pool mode -> rows -> seconds (empty when
+        the backend measures nothing). The latency model starts from these."""
         ...
 
     def close(self) -> None: ...
 
 
 class ModelLoader(Protocol):
+    @property
+    def pool_shape(self) -> tuple[int, bool]:
+        """The compute pool its runners share: batches at once, and whether a lone batch takes every core
+        (``gateway.core.batching.pool``)."""
+        ...
+
     async def load(self, spec: ModelSpec, version: int) -> Runner:
         """Create and warm up a runner for ``spec`` at ``version``; raise with a message naming the file."""
         ...

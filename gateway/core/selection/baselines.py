@@ -2,11 +2,12 @@
 
 - ``StaticPolicy``: always one named variant (``static:int8``), as every serving system does today; while
   that variant's circuit is open (``PolicyContext.avoided``), the most accurate of the others.
-- ``InfaasPolicy``: INFaaS (ATC'21) style: among the variants whose *profiled* latency (card p99 at the
-  request's batch size) fits the SLO, the one with the least slack (the slowest that fits), skipping
-  variants on its blacklist of overloaded ones; none fits: the fastest profiled. A variant is blacklisted for
-  ``blacklist_s`` when a request it served missed its SLO, or when its queue alone, at profiled speed, would
-  take longer than the SLO. It learns nothing else online and checks no accuracy budget.
+- ``InfaasPolicy``: INFaaS (ATC'21) style: among the variants whose latency at the request's batch size
+  fits the SLO, the one with the least slack (the slowest that fits), skipping variants on its blacklist of
+  overloaded ones; none fits: the fastest. A variant is blacklisted for ``blacklist_s`` when a request it
+  served missed its SLO, or when its queue alone would take longer than the SLO. Its latencies are the card
+  profile with the same online correction the SLO policies learn (``LatencyModel``, every pool mode
+  together), so that it is a fair baseline; it checks no accuracy budget and binds each request at arrival.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections.abc import Sequence
 from gateway.core.batching.formation import Rules
 from gateway.core.errors import ModelNotReady
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
-from gateway.core.selection.latency_model import NEVER
+from gateway.core.selection.latency_model import ANY, NEVER, LatencyModel
 from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
 from gateway.core.selection.variants import loss_of, ranked
-from gateway.core.telemetry.observer import Outcome, RequestEvent
+from gateway.core.telemetry.observer import BatchEvent, Outcome, RequestEvent
 
 
 class StaticPolicy:
@@ -52,10 +53,17 @@ class StaticPolicy:
 
 
 class InfaasPolicy:
-    def __init__(self, blacklist_s: float = 2.0, observer: PolicyObserver | None = None) -> None:
+    def __init__(
+        self,
+        blacklist_s: float = 2.0,
+        observer: PolicyObserver | None = None,
+        latency: LatencyModel | None = None,
+    ) -> None:
         if blacklist_s < 0:
             raise ValueError(f"blacklist_s must be >= 0, got {blacklist_s}")
         self._blacklist_ns = round(blacklist_s * 1e9)
+        self.latency = latency or LatencyModel()
+        self._known: set[tuple[str, str]] = set()
         self._observer = observer or NullPolicyObserver()
         self._until: dict[str, int] = {}  # model -> blacklisted until (time.monotonic_ns())
         self._fallback = MostAccuratePolicy()
@@ -68,9 +76,13 @@ class InfaasPolicy:
         pool = pool or list(candidates)
         if terms.slo_ns is None:
             return self._picked(logical_model, self._fallback.choose(logical_model, pool, context), "no_slo")
-        profiled = [(c, _profiled_ns(c, context.rows)) for c in ranked(pool, gate_first=True)]
+        for c in pool:
+            if (c.model_name, c.version) not in self._known:
+                self._known.add((c.model_name, c.version))
+                self.latency.know(c.model_name, c.card)
+        profiled = [(c, self._predicted_ns(c, context.rows, now)) for c in ranked(pool, gate_first=True)]
         for c, _ in profiled:
-            if c.queue is not None and _queued_ns(c) > terms.slo_ns:
+            if c.queue is not None and self._queued_ns(c, now) > terms.slo_ns:
                 self._until[c.model_name] = now + self._blacklist_ns
         fits = [
             (latency, c)
@@ -88,24 +100,27 @@ class InfaasPolicy:
         if late:
             self._until[event.model] = time.monotonic_ns() + self._blacklist_ns
 
+    def observe_batch(self, event: BatchEvent) -> None:
+        if event.ok:
+            measured = round(event.compute_s * 1e9)
+            self.latency.record(event.model, event.rows, measured, time.monotonic_ns(), ANY, event.length)
+
+    def _predicted_ns(self, c: Candidate, rows: int, now_ns: int) -> float:
+        """The corrected p99 at ``rows`` (a variant without a profile counts as infinitely slow)."""
+        if c.card is None or not c.card.profile:
+            return math.inf
+        return float(self.latency.predict_ns(c.model_name, rows, now_ns))
+
+    def _queued_ns(self, c: Candidate, now_ns: int) -> float:
+        """The queued work in batches of the variant's largest size (INFaaS' estimate)."""
+        assert c.queue is not None
+        rules = Rules.of(c.config)
+        rows = sum(it.rows for it in c.queue.backlog()) + sum(r for r, _ in c.queue.running())
+        if rows == 0:
+            return 0.0
+        batches = math.ceil(rows / rules.fire_rows)
+        return batches * self._predicted_ns(c, min(rows, rules.fire_rows), now_ns) / rules.slots
+
     def _picked(self, logical: str, c: Candidate, reason: str) -> Candidate:
         self._observer.selection(logical, c.model_name, reason)
         return c
-
-
-def _profiled_ns(c: Candidate, rows: int) -> float:
-    """The card's p99 at ``rows`` (a variant without a profile counts as infinitely slow)."""
-    if c.card is None or not c.card.profile:
-        return math.inf
-    return c.card.latency_ms(rows, "p99_ms") * 1e6
-
-
-def _queued_ns(c: Candidate) -> float:
-    """The queued work at profiled speed, in batches of the variant's largest size (INFaaS' estimate)."""
-    assert c.queue is not None
-    rules = Rules.of(c.config)
-    rows = sum(it.rows for it in c.queue.backlog()) + sum(r for r, _ in c.queue.running())
-    if rows == 0:
-        return 0.0
-    batches = math.ceil(rows / rules.fire_rows)
-    return batches * _profiled_ns(c, min(rows, rules.fire_rows)) / rules.slots

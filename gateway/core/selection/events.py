@@ -25,6 +25,13 @@ class PolicyObserver(Protocol):
         """A routed request finished: the latency predicted when it was routed, and the measured one."""
         ...
 
+    def batch_prediction(
+        self, model: str, variant: str, mode: str, predicted_s: float, measured_s: float
+    ) -> None:
+        """A batch the late-binding scheduler bound ran: its predicted and measured compute time, and its
+        pool mode (``wide``, ``narrow``, ``fixed``)."""
+        ...
+
     def mix(self, model: str, shares: Mapping[str, float], loss_mean: float) -> None:
         """Share of recent selections per variant, and the running mean relative accuracy loss."""
         ...
@@ -63,6 +70,11 @@ class NullPolicyObserver:
         pass
 
     def prediction(self, model: str, variant: str, predicted_s: float, measured_s: float) -> None:
+        pass
+
+    def batch_prediction(
+        self, model: str, variant: str, mode: str, predicted_s: float, measured_s: float
+    ) -> None:
         pass
 
     def mix(self, model: str, shares: Mapping[str, float], loss_mean: float) -> None:

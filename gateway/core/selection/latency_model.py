@@ -1,25 +1,32 @@
-"""How long a batch of ``rows`` takes on a variant, learnt online from what the batchers measure.
+"""How long a batch of ``rows`` takes on a variant, learnt online from the batches that run.
 
-The variant card's profile gives the shape (p99 per batch size, interpolated); measured batches give a
-correction factor ``measured / profiled``, kept per batch-size class (1, 2, 3-4, 5-8, ...) in a sliding
-window (by count and by age, so it follows the machine's load). The prediction is the profile times the
-window's p99 factor (its median for the typical time). While a class has few samples the variant's whole
-window stands in; while the variant has few samples, the factor is the largest of those samples, of the
-last settled p99 factor (for one window age after it settled) and of 1 (the profile itself): conservative
-until there is evidence, and never stuck on old evidence (a variant without traffic returns to its
-profile). A variant without a profile uses 1 ms per row as its shape, so its factor is simply learnt.
-Times are ``time.monotonic_ns()``, durations nanoseconds.
+The variant card's profile gives the shape (p99 per batch size, interpolated, at the card's sequence length;
+a batch of another length scales it linearly); measured batches give a correction factor
+``measured / profiled``, kept per variant and pool mode (``batching.pool``: a batch alone on every core runs
+``wide``, one beside others ``narrow``; the learnt factor of each is its own) and per batch-size class (1, 2,
+3-4, 5-8, ...) in a sliding window (by count and by age, so it follows the machine's load). Every batch is
+also recorded under ``ANY`` (every mode together), for the per-request baselines that do not know how a batch
+will run. The prediction is the profile times the window's p99 factor (its median for the typical time).
+While a class has few samples the mode's whole window stands in; while the mode has few samples the factor
+is the largest of those samples, of the last settled p99 factor and of the prior: conservative until there
+is evidence. The prior is what the runner measured at load, in this process's layout
+(``Runner.calibration``: the cards are profiled by the compressor on another process, maybe another
+machine), else 1 (the profile itself). A variant without a profile uses 1 ms per row as its shape, so its
+factor is simply learnt. Times are ``time.monotonic_ns()``, durations nanoseconds.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from varigate.contract.card import VariantCard
 
 FALLBACK_NS_PER_ROW = 1_000_000
+ANY = ""  # every pool mode together
+CALIBRATION_LENGTH = 64  # the sequence length runners time variable-length inputs at (``warmup``)
 NEVER = -(2**62)  # a time point before any
 
 
@@ -64,8 +71,7 @@ def size_class(rows: int) -> int:
 class _Variant:
     overall: Window
     classes: dict[int, Window] = field(default_factory=dict)
-    settled: float = 1.0  # the last factor computed from enough samples
-    settled_ns: int = NEVER  # when
+    settled: float = 0.0  # the last factor computed from enough samples (0: never)
 
 
 class LatencyModel:
@@ -80,29 +86,53 @@ class LatencyModel:
         if min_samples < 1 or not 0 < quantile <= 1:
             raise ValueError(f"min_samples must be >= 1 and 0 < quantile <= 1, got {min_samples}, {quantile}")
         self._size, self._min, self._age, self._q = window, min_samples, max_age_ns, quantile
-        self._variants: dict[str, _Variant] = {}
+        self._variants: dict[tuple[str, str], _Variant] = {}
         self._cards: dict[str, VariantCard | None] = {}
+        self._priors: dict[tuple[str, str], float] = {}
 
-    def know(self, model: str, card: VariantCard | None) -> None:
-        """Use ``card``'s profile as the shape of ``model``'s latency (before ``record``, ``predict_ns``)."""
+    def know(
+        self,
+        model: str,
+        card: VariantCard | None,
+        calibration: Mapping[str, Mapping[int, float]] | None = None,
+    ) -> None:
+        """Use ``card``'s profile as the shape of ``model``'s latency, and ``calibration`` (pool mode ->
+        rows -> seconds at ``CALIBRATION_LENGTH``, measured at load) as each mode's prior factor."""
         self._cards[model] = card
+        for mode, timed in (calibration or {}).items():
+            ratios = sorted(
+                s * 1e9 / self.profiled_ns(model, r, CALIBRATION_LENGTH) for r, s in timed.items()
+            )
+            if ratios:
+                self._priors[(model, mode)] = ratios[len(ratios) // 2]
 
-    def profiled_ns(self, model: str, rows: int) -> float:
+    def prior(self, model: str, mode: str = ANY) -> float:
+        if mode == ANY:
+            found = [f for (m, _), f in self._priors.items() if m == model]
+            return max(found, default=1.0)
+        return self._priors.get((model, mode), 1.0)
+
+    def profiled_ns(self, model: str, rows: int, length: int = 0) -> float:
         card = self._cards.get(model)
         if card is not None and card.profile:
-            return card.latency_ms(max(1, rows), "p99_ms") * 1e6
+            base = card.latency_ms(max(1, rows), "p99_ms") * 1e6
+            profiled = int(card.profile_conditions.get("seq_len", 0) or 0)
+            return base * (length / profiled) if length > 0 and profiled > 0 else base
         return float(FALLBACK_NS_PER_ROW * max(1, rows))
 
-    def factor(self, model: str, rows: int, now_ns: int, quantile: float | None = None) -> float:
+    def factor(
+        self, model: str, rows: int, now_ns: int, quantile: float | None = None, mode: str = ANY
+    ) -> float:
         """measured / profiled at ``quantile`` (default: the model's, p99); ``0.5`` gives the typical one."""
         q = self._q if quantile is None else quantile
-        v = self._variants.get(model)
+        v = self._variants.get((model, mode))
+        prior = self.prior(model, mode)
         if v is None:
-            return 1.0
+            return prior
         v.overall.prune(now_ns)
         enough = len(v.overall) >= self._min
         if enough:
-            v.settled, v.settled_ns = v.overall.quantile(self._q), now_ns
+            v.settled = v.overall.quantile(self._q)
         cls = v.classes.get(size_class(rows))
         if cls is not None:
             cls.prune(now_ns)
@@ -110,25 +140,37 @@ class LatencyModel:
                 return cls.quantile(q)
         if enough:
             return v.overall.quantile(q)
-        worst = v.overall.quantile(1.0) if len(v.overall) else 1.0
-        recent = v.settled if now_ns - v.settled_ns <= self._age else 1.0
-        return max(1.0, recent, worst)
+        worst = v.overall.quantile(1.0) if len(v.overall) else 0.0
+        return max(prior, v.settled, worst)
 
-    def predict_ns(self, model: str, rows: int, now_ns: int, quantile: float | None = None) -> int:
-        return round(self.profiled_ns(model, rows) * self.factor(model, rows, now_ns, quantile))
+    def predict_ns(
+        self,
+        model: str,
+        rows: int,
+        now_ns: int,
+        quantile: float | None = None,
+        mode: str = ANY,
+        length: int = 0,
+    ) -> int:
+        return round(self.profiled_ns(model, rows, length) * self.factor(model, rows, now_ns, quantile, mode))
 
-    def record(self, model: str, rows: int, measured_ns: int, now_ns: int) -> None:
-        ratio = measured_ns / self.profiled_ns(model, rows)
-        v = self._variants.get(model)
-        if v is None:
-            v = self._variants[model] = _Variant(Window(self._size, self._age))
-        v.overall.add(now_ns, ratio)
-        cls = v.classes.get(size_class(rows))
-        if cls is None:
-            cls = v.classes[size_class(rows)] = Window(self._size, self._age)
-        cls.add(now_ns, ratio)
+    def record(
+        self, model: str, rows: int, measured_ns: int, now_ns: int, mode: str = ANY, length: int = 0
+    ) -> None:
+        ratio = measured_ns / self.profiled_ns(model, rows, length)
+        for key in {(model, mode), (model, ANY)}:
+            v = self._variants.get(key)
+            if v is None:
+                v = self._variants[key] = _Variant(Window(self._size, self._age))
+            v.overall.add(now_ns, ratio)
+            cls = v.classes.get(size_class(rows))
+            if cls is None:
+                cls = v.classes[size_class(rows)] = Window(self._size, self._age)
+            cls.add(now_ns, ratio)
 
     def forget(self, model: str) -> None:
         """Drop what was learnt about ``model`` (it was reloaded: new files, new speed)."""
-        self._variants.pop(model, None)
+        for key in [k for k in (*self._variants, *self._priors) if k[0] == model]:
+            self._variants.pop(key, None)
+            self._priors.pop(key, None)
         self._cards.pop(model, None)

@@ -40,6 +40,7 @@ from gateway.core.errors import DeadlineExceeded, ModelNotReady, Overloaded
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
 from gateway.core.selection.feasibility import Feasibility, first_feasible, predictor
 from gateway.core.selection.latency_model import NEVER, LatencyModel, Window
+from gateway.core.selection.ledger import Ledger
 from gateway.core.selection.policy import Candidate, PolicyContext
 from gateway.core.selection.slo import Infeasible, Reason, SloConfig
 from gateway.core.selection.variants import dominated_variants, loss_of, ranked
@@ -57,13 +58,10 @@ class _Model:
     loss: dict[str, float]
     ceiling: str
     overhead: Window  # the gateway's own time per request (ns): request - queue - compute
+    ledger: Ledger  # the routed requests' running mean loss and mix
     switched_ns: int = NEVER
     headroom_since_ns: int | None = None
-    loss_ewma: float = 0.0  # of routed requests' card loss, started at 0 (``SloPolicy._mean`` corrects it)
-    routed: int = 0
     arrivals: deque[tuple[int, int]] = field(default_factory=deque)  # (ns, rows)
-    mix: deque[tuple[int, str]] = field(default_factory=deque)
-    mix_reported_ns: int = NEVER
 
 
 class SloPolicy:
@@ -80,7 +78,7 @@ class SloPolicy:
         self._drift = drift
         self._observer = observer or NullPolicyObserver()
         self._step_up_ns, self._dwell_ns = round(cfg.step_up_after_s * S), round(cfg.min_dwell_s * S)
-        self._rate_window_ns, self._mix_window_ns = round(cfg.rate_window_s * S), round(cfg.mix_window_s * S)
+        self._rate_window_ns = round(cfg.rate_window_s * S)
         self._models: dict[str, _Model] = {}
         self._known: set[str] = set()  # variants whose card the latency model has
         self._pending: dict[int, tuple[str, str, int]] = {}  # seq -> (logical, model, predicted_ns)
@@ -157,12 +155,10 @@ class SloPolicy:
         order = [c.model_name for c in ranked(healthy) if c.model_name not in beaten]
         ceiling = m.ceiling if m is not None and m.ceiling in order else (order[0] if order else "")
         loss = {c.model_name: loss_of(c) for c in candidates}
-        fresh = _Model(key, order, loss, ceiling, Window(256, 15 * S))
+        ledger = m.ledger if m is not None else Ledger(self.config.budget_window, self.config.mix_window_s)
+        fresh = _Model(key, order, loss, ceiling, Window(256, 15 * S), ledger)
         if m is not None:
-            fresh.switched_ns, fresh.loss_ewma, fresh.routed, fresh.arrivals, fresh.mix = (
-                m.switched_ns, m.loss_ewma, m.routed, m.arrivals, m.mix
-            )  # fmt: skip
-            fresh.overhead = m.overhead
+            fresh.switched_ns, fresh.arrivals, fresh.overhead = m.switched_ns, m.arrivals, m.overhead
         self._models[logical] = fresh
         return fresh
 
@@ -197,13 +193,7 @@ class SloPolicy:
 
     def _admits(self, m: _Model, c: Candidate) -> bool:
         """Whether the running mean loss stays within the budget with ``c`` serving this request."""
-        ewma = m.loss_ewma + (m.loss[c.model_name] - m.loss_ewma) / self.config.budget_window
-        return self._mean(ewma, m.routed + 1) <= self.config.accuracy_budget
-
-    def _mean(self, ewma: float, n: int) -> float:
-        """The bias-corrected weighted mean: the plain mean over the first requests (no free budget at start),
-        the exponentially weighted one over the last ``budget_window`` requests later."""
-        return ewma / (1 - (1 - 1 / self.config.budget_window) ** n) if n else 0.0
+        return m.ledger.admits(m.loss[c.model_name], self.config.accuracy_budget)
 
     def _step_up(
         self, m: _Model, logical: str, within: list[Candidate], ci: int, budget_ns: int, now_ns: int
@@ -262,22 +252,13 @@ class SloPolicy:
         predicted_ns: int | None,
     ) -> Candidate:
         now = context.now_ns
-        m.loss_ewma += (m.loss[chosen.model_name] - m.loss_ewma) / self.config.budget_window
-        m.routed += 1
+        m.ledger.add(chosen.model_name, m.loss[chosen.model_name], now)
         self._observer.selection(logical, chosen.model_name, reason.value)
         if predicted_ns is not None and context.seq:
             self._pending[context.seq] = (logical, chosen.model_name, predicted_ns)
             if len(self._pending) > 100_000:  # events of requests that never finished
                 self._pending.pop(next(iter(self._pending)))
-        m.mix.append((now, chosen.model_name))
-        while m.mix and now - m.mix[0][0] > self._mix_window_ns:
-            m.mix.popleft()
-        if now - m.mix_reported_ns >= S // 2:
-            m.mix_reported_ns = now
-            shares = {name: 0.0 for name in m.order}
-            for _, name in m.mix:
-                shares[name] = shares.get(name, 0.0) + 1 / len(m.mix)
-            self._observer.mix(logical, shares, self._mean(m.loss_ewma, m.routed))
+        m.ledger.report(logical, self._observer, now, m.order)
         return chosen
 
 

@@ -54,6 +54,9 @@ class BatchEvent:
     requests: int
     compute_s: float
     ok: bool
+    mode: str = ""  # how it ran on the compute pool (``batching.pool``: wide, narrow, fixed)
+    length: int = 0  # its padded sequence length (0: the model has no variable dimension)
+    predicted_s: float = 0.0  # what the late-binding scheduler predicted for it (0: it predicted nothing)
 
 
 class Observer(Protocol):

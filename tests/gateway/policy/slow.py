@@ -40,10 +40,17 @@ class SlowRunner:
 
 
 class SlowBackend(OnnxRuntimeBackend):
-    def __init__(self) -> None:
-        # sleeping workers use no CPU: enough of them that every variant's batch runs at once
-        super().__init__(intra_op_threads=1, executor_workers=6, cores=6, allow_spinning=False)
+    def __init__(self, workers: int = 6) -> None:
+        # sleeping workers use no CPU: by default enough of them that every variant's batch runs at once
+        super().__init__(intra_op_threads=1, executor_workers=workers, cores=workers, allow_spinning=False)
 
     def load(self, model_dir: Path, config: ModelConfig) -> SlowRunner:
         base_ms, _, row_ms = config.parameters.get(DELAY_PARAMETER, "0,0").partition(",")
         return SlowRunner(super().load(model_dir, config), float(base_ms) / 1e3, float(row_ms or 0) / 1e3)
+
+
+class PairBackend(SlowBackend):
+    """A compute pool of two slots, as on this project's 2-core machines: every variant shares them."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=2)

@@ -30,15 +30,17 @@ class Reply:
     output: np.ndarray | None = None
 
 
-def inputs(seed: int) -> list[th.InferInput]:
-    ids, mask = tiny_batch(1, 4, seed=seed)
+def inputs(seed: int, rows: int = 1) -> list[th.InferInput]:
+    ids, mask = tiny_batch(rows, 4, seed=seed)
     return infer_inputs(th, ids, mask)
 
 
-async def one(client: tha.InferenceServerClient, model: str, seed: int, t0: float, **params: Any) -> Reply:
+async def one(
+    client: tha.InferenceServerClient, model: str, seed: int, t0: float, rows: int = 1, **params: Any
+) -> Reply:
     sent = time.monotonic()
     try:
-        result = await client.infer(model, inputs(seed), parameters=params or None)
+        result = await client.infer(model, inputs(seed, rows), parameters=params or None)
     except InferenceServerException as e:
         return Reply(sent - t0, "", time.monotonic() - sent, False, str(e.status()))
     done = time.monotonic()
@@ -51,9 +53,11 @@ async def open_loop(
     client: tha.InferenceServerClient,
     model: str,
     phases: list[tuple[float, float]],
+    rows: int = 1,
     **params: Any,
 ) -> list[Reply]:
-    """``phases``: (seconds, requests per second), run back to back at evenly spaced arrivals."""
+    """``phases``: (seconds, requests per second), run back to back at evenly spaced arrivals; each request
+    carries ``rows`` rows."""
     t0 = time.monotonic()
     tasks: list[asyncio.Task[Reply]] = []
     start, seed = 0.0, 0
@@ -63,7 +67,7 @@ async def open_loop(
             at = t0 + start + i / rate
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             seed += 1
-            tasks.append(asyncio.create_task(one(client, model, seed, t0, **params)))
+            tasks.append(asyncio.create_task(one(client, model, seed, t0, rows, **params)))
         start += seconds
     return list(await asyncio.gather(*tasks))
 

@@ -1,4 +1,5 @@
-"""The SLO policy seen from outside: a real gateway on loopback, open-loop traffic from tritonclient.
+"""The per-request SLO policy (``--policy per-request``, the baseline late binding replaced) seen from
+outside: a real gateway on loopback, open-loop traffic from tritonclient.
 
 fp32 takes 40 ms + 20 ms a row (about 30 requests/s within a 250 ms SLO), int8 8 ms + 2 ms a row.
 """
@@ -118,7 +119,8 @@ def strict_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway
     yield from run_gateway(
         tmp_path_factory.mktemp("strict"),
         [
-            "--backend", SLOW, *FAST_POLICY, "--shadow-fraction", "0", "--slo-infeasible", "reject",
+            "--backend", SLOW, "--policy", "per-request", *FAST_POLICY, "--shadow-fraction", "0",
+            "--slo-infeasible", "reject",
             "--accuracy-budget", "0.004", "--accuracy-budget-window", "20",
         ],
         variants=("fp32", "int8"),

@@ -108,7 +108,8 @@ async def test_bytes_both_ways_over_grpc(gw: Gateway) -> None:
 
 
 async def test_bytes_requests_batch_by_shape_and_are_never_padded(text_repo: Path, gate: Gate) -> None:
-    """One batch held; two requests of 2 strings, then two of 3, queue behind it. Equal shapes share a
+    """One batch held; two requests of 2 strings, then two of 3, queue behind it (on the variant: Triton's
+    batcher, whose instance holds the first). Equal shapes share a
     batch; BYTES are never padded, so unequal ones never do: two batches of 2 rows, each answer its own."""
     rows = [
         text("held one"),
@@ -125,8 +126,8 @@ async def test_bytes_requests_batch_by_shape_and_are_never_padded(text_repo: Pat
 
         def send(i: int) -> asyncio.Task[Any]:
             if i % 2:
-                return asyncio.create_task(grpc_.infer("text", grpc_text(rows[i])))
-            return asyncio.create_task(http.infer("text", http_text(rows[i])))
+                return asyncio.create_task(grpc_.infer("text.base", grpc_text(rows[i])))
+            return asyncio.create_task(http.infer("text.base", http_text(rows[i])))
 
         tasks = [send(0)]
         await gate.entered()
@@ -153,12 +154,12 @@ async def test_text_that_is_not_utf8_is_refused_before_it_can_fail_a_batch(
         tha.InferenceServerClient(http_url(gw)) as http,
         tga.InferenceServerClient(grpc_url(gw)) as grpc_,
     ):
-        held = asyncio.create_task(http.infer("text", http_text(good)))
+        held = asyncio.create_task(http.infer("text.base", http_text(good)))
         await gate.entered()
-        queued = asyncio.create_task(grpc_.infer("text", grpc_text(good)))
+        queued = asyncio.create_task(grpc_.infer("text.base", grpc_text(good)))
         await wait_pending(gw, "text.base", 1)  # the batch the bad requests would join
         refusals = []
-        for call in (http.infer("text", http_text(bad)), grpc_.infer("text", grpc_text(bad))):
+        for call in (http.infer("text.base", http_text(bad)), grpc_.infer("text.base", grpc_text(bad))):
             with pytest.raises(InferenceServerException) as e:
                 await asyncio.wait_for(call, 10)  # answered while the gate is shut: never queued
             refusals.append((e.value.status(), e.value.message()))

@@ -1,0 +1,335 @@
+"""Late binding, the default policy: the variant is chosen per batch, when the compute pool can run one
+(DESIGN.md, "Late binding").
+
+Requests to a logical model wait in one queue (``RequestQueue``: Triton's priority levels and queue
+policies; inside a level, earliest SLO deadline first, requests without an SLO behind those with one).
+Whenever the queue is not empty and the pool (``batching.pool``) has a free slot, the scheduler forms the
+next batch and binds it to a variant (``choice.choose``: the most accurate variant that lets every request
+in it, and those waiting behind it, meet their deadlines, inside the accuracy budget), then hands it to
+that variant's batcher to run at once on the grant (``Batcher.dispatch``). Work-conserving: an idle pool
+runs what is queued at once, so nothing waits for a batch to fill while a core is free; batches grow by
+themselves while the cores are busy. When nothing is in time, ``--slo-infeasible`` decides: ``serve`` the
+earliest answer late, ``reject`` also refuses at arrival a request the fastest variant could not answer in
+time on an idle pool, ``shed`` answers the requests of the batch that would be late even on the fastest
+with ``Overloaded``. Pinned requests (a variant named) never come here: they keep Triton's batcher, on the
+same pool.
+
+Variants are read at every decision (a reload takes effect at the next batch); demoted variants (drift) and
+dominated ones are left out; the budget is the running mean of the card losses of the requests served
+(exponentially weighted over ``budget_window``). The latency model learns from every batch that runs, per
+pool mode (``latency_model``); each batch's predicted against measured time is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gateway.core.batching.batcher import Batcher
+from gateway.core.batching.formation import Rules
+from gateway.core.batching.padding import length, signature
+from gateway.core.batching.pool import WIDE, ComputePool
+from gateway.core.batching.queue import QueuedRequest, RequestQueue
+from gateway.core.drift.monitor import DriftMonitor
+from gateway.core.errors import DeadlineExceeded, GatewayError, ModelNotReady, Overloaded, Unavailable
+from gateway.core.selection.choice import Choice, Option, choose, deadline_order, pool_view
+from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
+from gateway.core.selection.latency_model import LatencyModel, Window
+from gateway.core.selection.ledger import Ledger
+from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
+from gateway.core.selection.slo import Infeasible, SloConfig, SloTerms
+from gateway.core.selection.variants import dominated_variants, loss_of, ranked
+from gateway.core.telemetry.observer import BatchEvent, NullObserver, Observer, Outcome, RequestEvent
+from varigate.contract.variants import REFERENCE_VARIANT
+
+S = 1_000_000_000
+Bound = tuple[Candidate, Batcher, Any]  # a READY variant, its batcher, and what the data plane calls it
+Variants = Callable[[], Sequence[Bound]]
+
+
+@dataclass(slots=True)
+class _Logical:
+    queue: RequestQueue
+    variants: Variants
+    ledger: Ledger
+    inflight: int = 0  # accepted and not answered (queued, or in a batch it was bound to)
+    known: dict[str, str] = field(default_factory=dict)  # model -> version the latency model knows
+    order: list[str] = field(default_factory=list)  # eligible variants, most accurate first
+    order_key: tuple[tuple[str, str, bool], ...] = ()  # (model, version, demoted) it was built for
+
+
+class LateBinding:
+    def __init__(
+        self,
+        config: SloConfig | None = None,
+        *,
+        latency: LatencyModel | None = None,
+        drift: DriftMonitor | None = None,
+        observer: PolicyObserver | None = None,
+    ) -> None:
+        self.config = config or SloConfig()
+        self.latency = latency or LatencyModel()
+        self.pool = ComputePool(64)  # the service attaches its own (``attach``)
+        self._drift, self._observer = drift, observer or NullPolicyObserver()
+        self._models: dict[str, _Logical] = {}
+        self._overhead = Window(256, 15 * S)  # the gateway's own time per request (ns)
+        self._pumping = False
+        self._removed = asyncio.Event()  # a queued request left its queue (``drain`` waits on it)
+        self._stop_listening: Callable[[], None] = lambda: None
+        self._events: Observer = NullObserver()
+
+    def attach(self, pool: ComputePool, events: Observer | None = None) -> None:
+        """Schedule on ``pool``; report each logical model's queue to ``events`` (as a model of its own:
+        Triton's pending-request gauge of ``minilm`` counts the requests waiting to be bound)."""
+        self._stop_listening()
+        self.pool = pool
+        self._stop_listening = pool.listen(self._wake)
+        self._events = events or NullObserver()
+
+    # -- the data plane's entry ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        logical: str,
+        variants: Variants,
+        feeds: Mapping[str, np.ndarray],
+        terms: SloTerms,
+        *,
+        priority: int = 0,
+        timeout_us: int = 0,
+        now_ns: int,
+        expires_ns: int = 0,
+    ) -> QueuedRequest:
+        """Queue a validated request; its future resolves with its result, ``served`` names its variant."""
+        bound = variants()
+        if not bound:
+            raise ModelNotReady(f"no variant of model {logical!r} is ready")
+        config = bound[0][0].config
+        m = self._models.get(logical)
+        if m is None:
+            queue = RequestQueue(logical, config.dynamic_batching, self._wake)
+            ledger = Ledger(self.config.budget_window, self.config.mix_window_s)
+            m = self._models[logical] = _Logical(queue, variants, ledger)
+        m.variants = variants
+        rows = next(iter(feeds.values())).shape[0] if config.max_batch_size > 0 and feeds else 1
+        deadline = now_ns + terms.slo_ns if terms.slo_ns is not None else 0
+        self._refuse_early(logical, m, bound, rows, terms, now_ns)
+        item = m.queue.push(feeds, rows, signature(config, feeds), priority, timeout_us, deadline)
+        item.max_loss = math.inf if terms.max_loss is None else terms.max_loss
+        item.length = length(config, feeds)
+        item.future.add_done_callback(lambda _f: self._gone(logical, m, item))
+        m.inflight += 1
+        self._report(logical, m)
+        if expires_ns:
+            left_s = max(0.0, (expires_ns - time.monotonic_ns()) / 1e9)
+            timer = asyncio.get_running_loop().call_later(left_s, _expire, item, logical)
+            item.future.add_done_callback(lambda _f: timer.cancel())
+        self._wake()
+        return item
+
+    def _gone(self, logical: str, m: _Logical, item: QueuedRequest) -> None:
+        m.queue.remove(item)
+        m.inflight -= 1
+        self._report(logical, m)
+        self._removed.set()
+        self._wake()
+
+    def _report(self, logical: str, m: _Logical) -> None:
+        self._events.queue_changed(logical, logical, "", len(m.queue), m.inflight)
+
+    def _refuse_early(
+        self, logical: str, m: _Logical, bound: Sequence[Bound], rows: int, terms: SloTerms, now_ns: int
+    ) -> None:
+        if terms.slo_ns is None and terms.client_deadline_ns is None:
+            return
+        self._know(m, bound)
+        alone = min(self.latency.predict_ns(c.model_name, rows, now_ns, None, WIDE) for c, _, _ in bound)
+        alone += self._overhead_ns()
+        client = terms.client_deadline_ns
+        if client is not None and now_ns + alone > client:
+            self._observer.rejection(logical, "deadline")
+            raise DeadlineExceeded(
+                f"model {logical!r} cannot answer within the client's deadline: the fastest variant needs "
+                f"{alone / 1e6:.1f} ms, {max(0, client - now_ns) / 1e6:.1f} ms are left"
+            )
+        if self.config.infeasible is Infeasible.REJECT and terms.slo_ns is not None and alone > terms.slo_ns:
+            self._observer.rejection(logical, "overloaded")
+            raise Overloaded(
+                f"model {logical!r} cannot meet the request's SLO of {terms.slo_ns / 1e6:g} ms on any "
+                f"variant: the fastest needs {alone / 1e6:.1f} ms on an idle pool"
+            )
+
+    async def drain(self) -> None:
+        """Return when nothing waits in any queue (the batchers then finish what was dispatched)."""
+        while any(len(m.queue) for m in self._models.values()):
+            self._removed.clear()
+            await self._removed.wait()
+
+    def close(self) -> None:
+        error = Unavailable("the server was closed while the request was queued")
+        for m in self._models.values():
+            for item in list(m.queue):
+                if not item.future.done():
+                    item.future.set_exception(error)
+        self._stop_listening()
+
+    # -- scheduling -------------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if not self._pumping:
+            self._pumping = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pumping = False
+        for logical, m in self._models.items():
+            while len(m.queue) and self.pool.can_take():
+                if not self._next(logical, m):
+                    break
+
+    def _next(self, logical: str, m: _Logical) -> bool:
+        """Bind and dispatch one batch; False when nothing could be dispatched now."""
+        queue = deadline_order(m.queue)
+        try:
+            bound = [b for b in m.variants() if b[1].accepting]
+            if not bound:
+                raise ModelNotReady(f"no variant of model {logical!r} is ready")
+        except GatewayError as e:
+            for item in queue:
+                item.future.set_exception(e)
+            return False
+        self._know(m, bound)
+        options, by_name = self._options(m, bound)
+        now = time.monotonic_ns()
+        overhead = self._overhead_ns()
+        cfg = self.config
+        choice = choose(
+            queue,
+            options,
+            pool_view(self.pool, now),
+            lambda name, rows, mode, n, q: self.latency.predict_ns(name, rows, now, q, mode, n),
+            now,
+            overhead,
+            lambda it: round((it.deadline_ns - it.enqueued_ns) * cfg.margin_fraction + cfg.margin_ms * 1e6),
+        )
+        if choice.variant is None:
+            queue[0].future.set_exception(
+                ModelNotReady(
+                    f"no ready variant of model {logical!r} can take a request of {queue[0].rows} rows"
+                )
+            )
+            return True
+        if not choice.feasible and cfg.infeasible is Infeasible.SHED and self._shed(logical, choice, now):
+            return True
+        grant = self.pool.try_take(alone=choice.mode == WIDE, predicted_ns=choice.predicted_ns)
+        if grant is None:
+            return False
+        candidate, batcher, target = by_name[choice.variant.name]
+        items = list(choice.items)
+        for it in items:
+            m.queue.remove(it)
+            it.served = target
+        batcher.dispatch(items, grant)
+        self._report(logical, m)
+        self._removed.set()
+        self._served(logical, m, candidate.model_name, choice, now)
+        return True
+
+    def _shed(self, logical: str, choice: Choice, now_ns: int) -> bool:
+        """Answer the requests of the batch that would be late even on the fastest with ``Overloaded``."""
+        end = now_ns + choice.predicted_ns + self._overhead_ns()
+        late = [it for it in choice.items if it.deadline_ns and end > it.deadline_ns]
+        for it in late:
+            self._observer.rejection(logical, "overloaded")
+            it.future.set_exception(
+                Overloaded(
+                    f"model {logical!r} cannot meet the request's SLO on any variant: the earliest answer "
+                    f"would come {(end - it.deadline_ns) / 1e6:.1f} ms after its deadline"
+                )
+            )
+        return bool(late)
+
+    def _options(self, m: _Logical, bound: Sequence[Bound]) -> tuple[list[Option], dict[str, Bound]]:
+        by_name = {c.model_name: b for b in bound for c in (b[0],)}
+        candidates = [b[0] for b in bound]
+        key = tuple((c.model_name, c.version, self._demoted(c)) for c in candidates)
+        if m.order_key != key:  # the variants' order is rebuilt only when they change
+            healthy = [c for c, k in zip(candidates, key, strict=True) if not k[2]] or candidates
+            beaten = dominated_variants(healthy)
+            ordered = [c.model_name for c in ranked(healthy) if c.model_name not in beaten]
+            m.order = ordered or [c.model_name for c in ranked(candidates, gate_first=True)]
+            m.order_key = key
+        order = [by_name[name][0] for name in m.order]
+        options = []
+        for c in order:
+            loss = loss_of(c)
+            budget = self.config.accuracy_budget
+            within = loss <= budget
+            admitted = within or m.ledger.admits(loss, budget)
+            options.append(Option(c.model_name, Rules.of(c.config), loss, within, admitted))
+        return options, by_name
+
+    def _know(self, m: _Logical, bound: Sequence[Bound]) -> None:
+        for c, batcher, _ in bound:
+            if m.known.get(c.model_name) != c.version:
+                if c.model_name in m.known:
+                    self.latency.forget(c.model_name)  # reloaded: new files, new speed
+                self.latency.know(c.model_name, c.card, batcher.runner.calibration)
+                m.known[c.model_name] = c.version
+
+    def _demoted(self, c: Candidate) -> bool:
+        return (
+            self._drift is not None
+            and c.variant != REFERENCE_VARIANT
+            and self._drift.demoted(c.model_name, c.version)
+        )
+
+    def _served(self, logical: str, m: _Logical, variant: str, choice: Choice, now_ns: int) -> None:
+        assert choice.variant is not None
+        for _ in choice.items:
+            m.ledger.add(variant, choice.variant.loss, now_ns)
+            self._observer.selection(logical, variant, choice.reason.value)
+        m.ledger.report(logical, self._observer, now_ns, m.order)
+
+    def _overhead_ns(self) -> int:
+        self._overhead.prune(time.monotonic_ns())
+        return round(self._overhead.quantile(0.95)) if len(self._overhead) else 0
+
+    # -- Policy (events; ``choose`` is for callers that bind per request) -------------------------------
+
+    def choose(
+        self, logical_model: str, candidates: Sequence[Candidate], context: PolicyContext
+    ) -> Candidate:
+        return MostAccuratePolicy().choose(logical_model, candidates, context)
+
+    def observe(self, event: RequestEvent) -> None:
+        if event.outcome is Outcome.SUCCESS and event.logical_model in self._models:
+            own_s = max(0.0, event.request_s - event.queue_s - event.compute_s)
+            self._overhead.add(time.monotonic_ns(), own_s * S)
+
+    def observe_batch(self, event: BatchEvent) -> None:
+        if not event.ok or not event.mode:
+            return
+        measured = round(event.compute_s * S)
+        self.latency.record(event.model, event.rows, measured, time.monotonic_ns(), event.mode, event.length)
+        if event.predicted_s > 0:
+            self._observer.batch_prediction(
+                event.logical_model, event.model, event.mode, event.predicted_s, event.compute_s
+            )
+
+
+def _expire(item: QueuedRequest, logical: str) -> None:
+    if not item.future.done():
+        where = "waiting in the queue" if item.served is None else "while its batch was running"
+        item.future.set_exception(
+            DeadlineExceeded(f"request to model {logical!r} ran past its deadline {where}")
+        )
+
+
+__all__ = ["Bound", "LateBinding", "Variants"]

@@ -1,0 +1,104 @@
+"""Late binding seen from outside: real gateways on loopback over real onnxruntime models whose variants take
+what their cards say (``slow.PairBackend``: two pool slots, as on a 2-core machine; fp32 40 ms + 20 ms a
+row, int8 8 ms + 2 ms a row), open-loop traffic from tritonclient. The per-request policy runs the same
+traffic as the baseline. Sleeps cost no CPU, so the outcome depends on the scheduler, not the neighbours;
+the bounds below hold with room to spare on a busy machine (each asserted with its reason)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+import tritonclient.http.aio as tha
+
+from tests.gateway.policy.conftest import PAIR
+from tests.gateway.policy.support import DELAYS, GatewayProcess, Reply, open_loop, run_gateway, share
+
+BURST = [(3.0, 5.0), (2.0, 50.0), (4.0, 5.0)]  # (seconds, requests per second) of 4 rows each
+ROWS = 4  # fp32 runs 80 rows/s in its two slots at best, int8 over 600
+
+
+def _gateway(tmp: pytest.TempPathFactory, name: str, *args: str) -> Iterator[GatewayProcess]:
+    yield from run_gateway(
+        tmp.mktemp(name),
+        ["--backend", PAIR, "--shadow-fraction", "0", *args],
+        variants=("fp32", "int8"),
+        delays_ms=DELAYS,
+        default_slo_ms=250,
+        classifier=False,
+        instance_count=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def late(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    yield from _gateway(tmp_path_factory, "late")
+
+
+@pytest.fixture(scope="module")
+def per_request(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    yield from _gateway(tmp_path_factory, "per-request", "--policy", "per-request")
+
+
+def attainment(replies: list[Reply]) -> float:
+    return sum(r.status == "ok" and bool(r.slo_met) for r in replies) / len(replies)
+
+
+def served(gw: GatewayProcess) -> float:
+    return sum(gw.metric("nv_inference_request_success", model=m) for m in ("tiny.fp32", "tiny.int8"))
+
+
+async def _burst(
+    gw: GatewayProcess, phases: list[tuple[float, float]], rows: int, **params: float
+) -> tuple[list[Reply], list[Reply], list[Reply]]:
+    async with tha.InferenceServerClient(gw.http, conn_limit=400) as client:
+        warm = await open_loop(client, "tiny", [(1.0, 10.0)], ROWS)  # the latency model has its samples
+        assert all(r.status == "ok" for r in warm)
+        routed = asyncio.create_task(open_loop(client, "tiny", phases, rows, **params))
+        pinned_int8 = asyncio.create_task(open_loop(client, "tiny.int8", [(9.0, 4.0)]))
+        pinned_fp32 = asyncio.create_task(open_loop(client, "tiny.fp32", [(9.0, 2.0)]))
+        return await routed, await pinned_int8, await pinned_fp32
+
+
+async def test_a_burst_moves_batches_to_the_faster_variant_and_back(late: GatewayProcess) -> None:
+    before = served(late)
+    replies, int8s, fp32s = await _burst(late, BURST, ROWS)
+    # nothing lost, nothing served twice: one answer per request, and the server counts each once
+    sent = 10 + len(replies) + len(int8s) + len(fp32s)  # with the 10 warm-up requests
+    assert [r for r in replies + int8s + fp32s if r.status != "ok"] == []
+    assert served(late) - before == sent
+    # light load runs on fp32; the burst (2.5x what fp32 runs in its two slots) moves to int8; then back
+    assert share(replies, "tiny.fp32", 0, 3) >= 0.9
+    assert share(replies, "tiny.int8", 3, 5) >= 0.6
+    assert share(replies, "tiny.fp32", 6.5, 9) >= 0.9
+    # pinned requests are never switched, on the same pool
+    assert {r.variant for r in int8s} == {"tiny.int8"} and {r.variant for r in fp32s} == {"tiny.fp32"}
+    assert attainment(replies) >= 0.97
+
+
+async def test_the_per_request_policy_misses_more_of_a_burst_near_int8s_capacity(
+    late: GatewayProcess, per_request: GatewayProcess
+) -> None:
+    """Full 8-row requests at 70/s for 2 s (int8 runs about 80/s in two slots, fp32 10/s). The per-request
+    policy counts fp32's idle instances as capacity of their own and sends it requests that then wait for
+    the cores int8 holds; late binding sees one pool. Measured on this project's 2-core machines: late
+    binding 65-100 %, per-request 14-16 % of the burst's requests in time (SLO 300 ms)."""
+    phases = [(2.0, 3.0), (2.0, 70.0), (2.0, 3.0)]
+    late_replies, _, _ = await _burst(late, phases, 8, slo_ms=300)
+    base_replies, _, _ = await _burst(per_request, phases, 8, slo_ms=300)
+    assert attainment(base_replies) < attainment(late_replies) - 0.2, (
+        attainment(base_replies),
+        attainment(late_replies),
+    )
+
+
+async def test_the_scheduler_reports_its_prediction_error(late: GatewayProcess) -> None:
+    async with tha.InferenceServerClient(late.http, conn_limit=100) as client:
+        await open_loop(client, "tiny", [(2.0, 20.0)], ROWS)
+    count = late.metric("varigate_scheduler_batch_error_ratio_count")
+    total = late.metric("varigate_scheduler_batch_error_ratio_sum")
+    assert count >= 20  # every bound batch is reported
+    # the sleeps are what the cards profile at p99, so measured/predicted sits near (at or below) 1
+    assert 0.5 <= total / count <= 1.3, total / count
+    assert late.metric("varigate_scheduler_batch_predicted_seconds_count", mode="fixed") == count
