@@ -102,3 +102,23 @@ async def test_the_scheduler_reports_its_prediction_error(late: GatewayProcess) 
     # the sleeps are what the cards profile at p99, so measured/predicted sits near (at or below) 1
     assert 0.5 <= total / count <= 1.3, total / count
     assert late.metric("varigate_scheduler_batch_predicted_seconds_count", mode="fixed") == count
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """int8 (card loss 1 %) beyond an accuracy budget of 0.4 % over a short window."""
+    yield from _gateway(
+        tmp_path_factory, "strict", "--accuracy-budget", "0.004", "--accuracy-budget-window", "20"
+    )
+
+
+async def test_the_accuracy_budget_holds_under_overload(strict: GatewayProcess) -> None:
+    """120 rows/s is 1.5x what fp32 runs in two slots: int8 takes only what the budget admits, and the
+    rest is served late on fp32."""
+    async with tha.InferenceServerClient(strict.http, conn_limit=300) as client:
+        replies = await open_loop(client, "tiny", [(3.0, 30.0)], ROWS)
+    assert [r for r in replies if r.status != "ok"] == []
+    int8 = share(replies, "tiny.int8")
+    assert 0.1 <= int8 <= 0.4 * 1.25, int8  # used, and within the budget (mean loss = share x 1 %)
+    assert strict.metric("varigate_policy_accuracy_loss_ratio", model="tiny") <= 0.004 + 1e-9
+    assert strict.metric("varigate_policy_selections_total", reason="aggressive") > 0
