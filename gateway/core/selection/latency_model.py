@@ -1,22 +1,25 @@
 """How long a batch of ``rows`` takes on a variant, learnt online from the batches that run.
 
-The variant card's profile gives the shape (p99 per batch size, interpolated, at the card's sequence length;
-a batch of another length scales it linearly); measured batches give a correction factor
-``measured / profiled``, kept per variant and pool mode (``batching.pool``: a batch alone on every core runs
-``wide``, one beside others ``narrow``; the learnt factor of each is its own) and per batch-size class (1, 2,
+The shape (time per batch size, interpolated) is what the runner measured at load in this process's
+layout, per pool mode (``Runner.calibration``: the variant's sessions timed at batch sizes 1, 2, 4, ... up
+to its largest preferred size, at ``CALIBRATION_LENGTH`` tokens): a card is profiled by the compressor in
+another process, maybe on another machine or a busy one. Without a calibration the card's p99 profile is
+the shape (at the card's sequence length). A batch of another length scales the shape linearly. Measured
+batches give a correction factor ``measured / shape``, kept per variant and pool mode (``batching.pool``:
+a batch alone on every core runs ``wide``, one beside others ``narrow``) and per batch-size class (1, 2,
 3-4, 5-8, ...) in a sliding window (by count and by age, so it follows the machine's load). Every batch is
-also recorded under ``ANY`` (every mode together), for the per-request baselines that do not know how a batch
-will run. The prediction is the profile times the window's p99 factor (its median for the typical time).
-While a class has few samples the mode's whole window stands in; while the mode has few samples the factor
-is the largest of those samples, of the last settled p99 factor and of the prior: conservative until there
-is evidence. The prior is what the runner measured at load, in this process's layout
-(``Runner.calibration``: the cards are profiled by the compressor on another process, maybe another
-machine), else 1 (the profile itself). A variant without a profile uses 1 ms per row as its shape, so its
-factor is simply learnt. Times are ``time.monotonic_ns()``, durations nanoseconds.
+also recorded under ``ANY`` (every mode together, shaped by the slowest mode), for the per-request
+baselines that do not know how a batch will run. The prediction is the shape times the window's p99
+factor (its median for the typical time). While a class has few samples the mode's whole window stands in;
+while the mode has few samples the factor is the largest of those samples, of the last settled p99 factor
+(kept however long the variant was idle) and of 1: conservative until there is evidence. A variant with
+neither uses 1 ms per row as its shape, so its factor is simply learnt. Times are
+``time.monotonic_ns()``, durations nanoseconds.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -88,7 +91,7 @@ class LatencyModel:
         self._size, self._min, self._age, self._q = window, min_samples, max_age_ns, quantile
         self._variants: dict[tuple[str, str], _Variant] = {}
         self._cards: dict[str, VariantCard | None] = {}
-        self._priors: dict[tuple[str, str], float] = {}
+        self._timed: dict[tuple[str, str], list[tuple[int, float]]] = {}  # measured at load, per mode
 
     def know(
         self,
@@ -96,23 +99,18 @@ class LatencyModel:
         card: VariantCard | None,
         calibration: Mapping[str, Mapping[int, float]] | None = None,
     ) -> None:
-        """Use ``card``'s profile as the shape of ``model``'s latency, and ``calibration`` (pool mode ->
-        rows -> seconds at ``CALIBRATION_LENGTH``, measured at load) as each mode's prior factor."""
+        """The shape of ``model``'s latency: ``calibration`` where the runner measured one at load (pool mode
+        -> rows -> seconds at ``CALIBRATION_LENGTH``), else ``card``'s profile."""
         self._cards[model] = card
         for mode, timed in (calibration or {}).items():
-            ratios = sorted(
-                s * 1e9 / self.profiled_ns(model, r, CALIBRATION_LENGTH) for r, s in timed.items()
-            )
-            if ratios:
-                self._priors[(model, mode)] = ratios[len(ratios) // 2]
+            if timed:
+                self._timed[(model, mode)] = sorted((r, t * 1e9) for r, t in timed.items())
 
-    def prior(self, model: str, mode: str = ANY) -> float:
-        if mode == ANY:
-            found = [f for (m, _), f in self._priors.items() if m == model]
-            return max(found, default=1.0)
-        return self._priors.get((model, mode), 1.0)
-
-    def profiled_ns(self, model: str, rows: int, length: int = 0) -> float:
+    def profiled_ns(self, model: str, rows: int, length: int = 0, mode: str = ANY) -> float:
+        """The shape at ``rows`` and sequence ``length`` (0: the length it was measured at)."""
+        timed = self._timed_for(model, mode)
+        if timed:
+            return _interpolate(timed, max(1, rows)) * (length / CALIBRATION_LENGTH if length > 0 else 1.0)
         card = self._cards.get(model)
         if card is not None and card.profile:
             base = card.latency_ms(max(1, rows), "p99_ms") * 1e6
@@ -120,15 +118,22 @@ class LatencyModel:
             return base * (length / profiled) if length > 0 and profiled > 0 else base
         return float(FALLBACK_NS_PER_ROW * max(1, rows))
 
+    def _timed_for(self, model: str, mode: str) -> list[tuple[int, float]] | None:
+        if mode != ANY:
+            return self._timed.get((model, mode))
+        found = [t for (m, _), t in self._timed.items() if m == model]
+        if not found:
+            return None
+        return [(r, max(t[i][1] for t in found)) for i, (r, _) in enumerate(found[0])]  # the slowest mode
+
     def factor(
         self, model: str, rows: int, now_ns: int, quantile: float | None = None, mode: str = ANY
     ) -> float:
         """measured / profiled at ``quantile`` (default: the model's, p99); ``0.5`` gives the typical one."""
         q = self._q if quantile is None else quantile
         v = self._variants.get((model, mode))
-        prior = self.prior(model, mode)
         if v is None:
-            return prior
+            return 1.0
         v.overall.prune(now_ns)
         enough = len(v.overall) >= self._min
         if enough:
@@ -141,7 +146,7 @@ class LatencyModel:
         if enough:
             return v.overall.quantile(q)
         worst = v.overall.quantile(1.0) if len(v.overall) else 0.0
-        return max(prior, v.settled, worst)
+        return max(1.0, v.settled, worst)
 
     def predict_ns(
         self,
@@ -152,13 +157,14 @@ class LatencyModel:
         mode: str = ANY,
         length: int = 0,
     ) -> int:
-        return round(self.profiled_ns(model, rows, length) * self.factor(model, rows, now_ns, quantile, mode))
+        shape = self.profiled_ns(model, rows, length, mode)
+        return round(shape * self.factor(model, rows, now_ns, quantile, mode))
 
     def record(
         self, model: str, rows: int, measured_ns: int, now_ns: int, mode: str = ANY, length: int = 0
     ) -> None:
-        ratio = measured_ns / self.profiled_ns(model, rows, length)
         for key in {(model, mode), (model, ANY)}:
+            ratio = measured_ns / self.profiled_ns(model, rows, length, key[1])
             v = self._variants.get(key)
             if v is None:
                 v = self._variants[key] = _Variant(Window(self._size, self._age))
@@ -170,7 +176,20 @@ class LatencyModel:
 
     def forget(self, model: str) -> None:
         """Drop what was learnt about ``model`` (it was reloaded: new files, new speed)."""
-        for key in [k for k in (*self._variants, *self._priors) if k[0] == model]:
+        for key in [k for k in (*self._variants, *self._timed) if k[0] == model]:
             self._variants.pop(key, None)
-            self._priors.pop(key, None)
+            self._timed.pop(key, None)
         self._cards.pop(model, None)
+
+
+def _interpolate(points: list[tuple[int, float]], rows: int) -> float:
+    """Piecewise linear in rows through ``(rows, ns)`` points (sorted), extended past the last along the
+    last segment (proportionally from a single point), never below the first."""
+    if rows <= points[0][0] or len(points) == 1:
+        r0, t0 = points[0]
+        return t0 if rows <= r0 else t0 * rows / r0
+    for (r0, t0), (r1, t1) in itertools.pairwise(points):
+        if rows <= r1:
+            return t0 + (t1 - t0) * (rows - r0) / (r1 - r0)
+    (r0, t0), (r1, t1) = points[-2], points[-1]
+    return t1 + max(0.0, (t1 - t0) / (r1 - r0)) * (rows - r1)

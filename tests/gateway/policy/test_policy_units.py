@@ -106,21 +106,26 @@ def test_latency_model_starts_from_the_card_and_learns_conservatively() -> None:
     assert model.predict_ns("m.fp32", 8, ns(60)) == 2 * 210 * MS
 
 
-def test_latency_model_learns_each_pool_mode_apart_from_a_prior_measured_at_load() -> None:
+def test_latency_model_learns_each_pool_mode_apart_from_a_shape_measured_at_load() -> None:
     model = LatencyModel(min_samples=4, max_age_ns=10 * S)
-    # timed at load at 64 tokens, the card at 8: 1x and 2x the card, scaled by length
-    calibration = {"wide": {1: 8 * 0.063, 8: 8 * 0.210}, "narrow": {1: 16 * 0.063, 8: 16 * 0.210}}
+    # timed at load (64 tokens) in each mode: the card (profiled elsewhere) is only the fallback
+    calibration = {"wide": {1: 0.010, 2: 0.014, 8: 0.040}, "narrow": {1: 0.020, 2: 0.028, 8: 0.080}}
     model.know("m.fp32", FP32.card, calibration)
-    assert model.predict_ns("m.fp32", 8, 0, mode="wide") == 210 * MS
-    assert model.predict_ns("m.fp32", 8, 0, mode="narrow") == 2 * 210 * MS
+    assert model.predict_ns("m.fp32", 8, 0, mode="wide") == 40 * MS
+    assert model.predict_ns("m.fp32", 5, 0, mode="wide") == 27 * MS  # interpolated
+    # along the last segment (26 ms per 6 rows)
+    assert model.predict_ns("m.fp32", 16, 0, mode="wide") == pytest.approx((40 + 8 * 26 / 6) * MS, abs=1)
+    assert model.predict_ns("m.fp32", 8, 0, mode="narrow") == 80 * MS
+    assert model.predict_ns("m.fp32", 8, 0) == 80 * MS  # every mode together: the slowest shape
     for t in range(8):
-        model.record("m.fp32", 8, 630 * MS, t * S, mode="narrow")  # loaded batches run 3x the card
-    assert model.predict_ns("m.fp32", 8, 8 * S, mode="narrow") == 3 * 210 * MS
-    assert model.predict_ns("m.fp32", 8, 8 * S, mode="wide") == 210 * MS  # a lone batch is still fast
-    assert model.predict_ns("m.fp32", 8, 8 * S) == 3 * 210 * MS  # every mode together (per-request)
-    # the card profiles 8 tokens: a batch of 16 takes twice as long
-    assert model.predict_ns("m.fp32", 8, 8 * S, mode="wide", length=16) == 2 * 210 * MS
-
+        model.record("m.fp32", 8, 240 * MS, t * S, mode="narrow")  # loaded batches run 3x as timed
+    assert model.predict_ns("m.fp32", 8, 8 * S, mode="narrow") == 240 * MS
+    assert model.predict_ns("m.fp32", 8, 8 * S, mode="wide") == 40 * MS  # a lone batch is still fast
+    # a batch of 128 tokens takes twice as long as one of 64
+    assert model.predict_ns("m.fp32", 8, 8 * S, mode="wide", length=128) == 80 * MS
+    model.forget("m.fp32")
+    model.know("m.fp32", FP32.card)
+    assert model.predict_ns("m.fp32", 8, 0, mode="wide") == 210 * MS  # no calibration: the card
 
 def test_feasibility_runs_the_queue_in_the_batches_the_batcher_forms() -> None:
     rules = Rules.of(BATCHING)
