@@ -34,15 +34,16 @@ import numpy as np
 from gateway.core.batching.batcher import Batcher
 from gateway.core.batching.formation import Rules
 from gateway.core.batching.padding import length, signature
-from gateway.core.batching.pool import WIDE, ComputePool
+from gateway.core.batching.pool import FIXED, WIDE, ComputePool
 from gateway.core.batching.queue import QueuedRequest, RequestQueue
 from gateway.core.drift.monitor import DriftMonitor
-from gateway.core.errors import DeadlineExceeded, GatewayError, ModelNotReady, Overloaded, Unavailable
+from gateway.core.errors import GatewayError, ModelNotReady, Unavailable
 from gateway.core.selection.choice import Choice, Option, choose, deadline_order, pool_view
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
 from gateway.core.selection.latency_model import LatencyModel, Window
 from gateway.core.selection.ledger import Ledger
 from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
+from gateway.core.selection.refusal import expire, refuse_early, shed
 from gateway.core.selection.slo import Infeasible, SloConfig, SloTerms
 from gateway.core.selection.variants import dominated_variants, loss_of, ranked
 from gateway.core.telemetry.observer import BatchEvent, NullObserver, Observer, Outcome, RequestEvent
@@ -119,7 +120,11 @@ class LateBinding:
         m.variants = variants
         rows = next(iter(feeds.values())).shape[0] if config.max_batch_size > 0 and feeds else 1
         deadline = now_ns + terms.slo_ns if terms.slo_ns is not None else 0
-        self._refuse_early(logical, m, bound, rows, terms, now_ns)
+        if terms.slo_ns is not None or terms.client_deadline_ns is not None:
+            self._know(m, bound)
+            mode = WIDE if self.pool.adaptive else FIXED  # alone on an idle pool
+            alone = min(self.latency.predict_ns(c.model_name, rows, now_ns, None, mode) for c, _, _ in bound)
+            refuse_early(logical, alone + self._overhead_ns(), terms, now_ns, self.config, self._observer)
         item = m.queue.push(feeds, rows, signature(config, feeds), priority, timeout_us, deadline)
         item.max_loss = math.inf if terms.max_loss is None else terms.max_loss
         item.length = length(config, feeds)
@@ -128,7 +133,7 @@ class LateBinding:
         self._report(logical, m)
         if expires_ns:
             left_s = max(0.0, (expires_ns - time.monotonic_ns()) / 1e9)
-            timer = asyncio.get_running_loop().call_later(left_s, _expire, item, logical)
+            timer = asyncio.get_running_loop().call_later(left_s, expire, item, logical)
             item.future.add_done_callback(lambda _f: timer.cancel())
         self._wake()
         return item
@@ -142,28 +147,6 @@ class LateBinding:
 
     def _report(self, logical: str, m: _Logical) -> None:
         self._events.queue_changed(logical, logical, "", len(m.queue), m.inflight)
-
-    def _refuse_early(
-        self, logical: str, m: _Logical, bound: Sequence[Bound], rows: int, terms: SloTerms, now_ns: int
-    ) -> None:
-        if terms.slo_ns is None and terms.client_deadline_ns is None:
-            return
-        self._know(m, bound)
-        alone = min(self.latency.predict_ns(c.model_name, rows, now_ns, None, WIDE) for c, _, _ in bound)
-        alone += self._overhead_ns()
-        client = terms.client_deadline_ns
-        if client is not None and now_ns + alone > client:
-            self._observer.rejection(logical, "deadline")
-            raise DeadlineExceeded(
-                f"model {logical!r} cannot answer within the client's deadline: the fastest variant needs "
-                f"{alone / 1e6:.1f} ms, {max(0, client - now_ns) / 1e6:.1f} ms are left"
-            )
-        if self.config.infeasible is Infeasible.REJECT and terms.slo_ns is not None and alone > terms.slo_ns:
-            self._observer.rejection(logical, "overloaded")
-            raise Overloaded(
-                f"model {logical!r} cannot meet the request's SLO of {terms.slo_ns / 1e6:g} ms on any "
-                f"variant: the fastest needs {alone / 1e6:.1f} ms on an idle pool"
-            )
 
     async def drain(self) -> None:
         """Return when nothing waits in any queue (the batchers then finish what was dispatched)."""
@@ -225,7 +208,11 @@ class LateBinding:
                 )
             )
             return True
-        if not choice.feasible and cfg.infeasible is Infeasible.SHED and self._shed(logical, choice, now):
+        if (
+            not choice.feasible
+            and cfg.infeasible is Infeasible.SHED
+            and shed(logical, choice, now + self._overhead_ns(), self._observer)
+        ):
             return True
         grant = self.pool.try_take(alone=choice.mode == WIDE, predicted_ns=choice.predicted_ns)
         if grant is None:
@@ -240,20 +227,6 @@ class LateBinding:
         self._removed.set()
         self._served(logical, m, candidate.model_name, choice, now)
         return True
-
-    def _shed(self, logical: str, choice: Choice, now_ns: int) -> bool:
-        """Answer the requests of the batch that would be late even on the fastest with ``Overloaded``."""
-        end = now_ns + choice.predicted_ns + self._overhead_ns()
-        late = [it for it in choice.items if it.deadline_ns and end > it.deadline_ns]
-        for it in late:
-            self._observer.rejection(logical, "overloaded")
-            it.future.set_exception(
-                Overloaded(
-                    f"model {logical!r} cannot meet the request's SLO on any variant: the earliest answer "
-                    f"would come {(end - it.deadline_ns) / 1e6:.1f} ms after its deadline"
-                )
-            )
-        return bool(late)
 
     def _options(self, m: _Logical, bound: Sequence[Bound]) -> tuple[list[Option], dict[str, Bound]]:
         by_name = {c.model_name: b for b in bound for c in (b[0],)}
@@ -322,14 +295,6 @@ class LateBinding:
             self._observer.batch_prediction(
                 event.logical_model, event.model, event.mode, event.predicted_s, event.compute_s
             )
-
-
-def _expire(item: QueuedRequest, logical: str) -> None:
-    if not item.future.done():
-        where = "waiting in the queue" if item.served is None else "while its batch was running"
-        item.future.set_exception(
-            DeadlineExceeded(f"request to model {logical!r} ran past its deadline {where}")
-        )
 
 
 __all__ = ["Bound", "LateBinding", "Variants"]
