@@ -183,7 +183,18 @@ def attainment_vs_load(
         x, (mid, lo, hi) = arr[:, 0], arr[:, 1:].T * 100
         bars = np.vstack([mid - lo, hi - mid])
         marker = "o" if n == 0 else "sD^v<>ph"[n % 8]
-        ax.errorbar(x, mid, yerr=bars, marker=marker, ms=5, capsize=3, lw=2.2 if n == 0 else 1.2, label=label)
+        first = n == 0  # the policy under test: drawn thicker, on top
+        ax.errorbar(
+            x,
+            mid,
+            yerr=bars,
+            marker=marker,
+            ms=5,
+            capsize=3,
+            lw=2.2 if first else 1.2,
+            label=label,
+            zorder=3 if first else 2,
+        )
     if target is not None:
         ax.axhline(target * 100, color="black", ls="--", lw=1, label=f"target {target:.1%}")
     ax.set_xlabel(xlabel)
@@ -222,7 +233,7 @@ def mix_over_time(run: Run, path: Path, *, title: str = "", bin_s: float | None 
     )
     missed = np.histogram(run.scheduled_s[~in_slo], edges)[0] / width
     if missed.any():
-        ax_rate.plot(mids, missed, color="tab:red", lw=1.5, label="missed the SLO (by arrival)")
+        ax_rate.step(mids, missed, where="mid", color="tab:red", lw=1.5, label="missed the SLO (by arrival)")
     ax_rate.set_ylabel("requests/s")
     ax_rate.set_title(title or run.description)
     _legend(ax_rate, loc="upper right")
