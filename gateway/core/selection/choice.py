@@ -184,12 +184,12 @@ def deadline_order(queue: Iterable[QueuedRequest]) -> list[QueuedRequest]:
     current: tuple[int, bool] | None = None
     for it in queue:  # levels in turn, each one's delayed requests (queue policy DELAY) after the rest
         if (it.level, it.delayed) != current and level:
-            out += sorted(level, key=_urgency)
+            out += sorted(level, key=urgency)
             level = []
         current = (it.level, it.delayed)
         level.append(it)
-    return out + sorted(level, key=_urgency)
+    return out + sorted(level, key=urgency)
 
 
-def _urgency(it: QueuedRequest) -> tuple[bool, int, int]:
+def urgency(it: QueuedRequest) -> tuple[bool, int, int]:
     return (not it.deadline_ns, it.deadline_ns, it.enqueued_ns)

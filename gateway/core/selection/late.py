@@ -38,7 +38,7 @@ from gateway.core.batching.pool import FIXED, WIDE, ComputePool
 from gateway.core.batching.queue import QueuedRequest, RequestQueue
 from gateway.core.drift.monitor import DriftMonitor
 from gateway.core.errors import GatewayError, ModelNotReady, Unavailable
-from gateway.core.selection.choice import Choice, Option, choose, deadline_order, pool_view
+from gateway.core.selection.choice import Choice, Option, choose, deadline_order, pool_view, urgency
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
 from gateway.core.selection.latency_model import LatencyModel, Window
 from gateway.core.selection.ledger import Ledger
@@ -170,11 +170,17 @@ class LateBinding:
             asyncio.get_running_loop().call_soon(self._pump)
 
     def _pump(self) -> None:
+        """While the pool can take a batch, bind the next one of the logical model whose most urgent
+        request is the most urgent of all (earliest deadline first across models too)."""
         self._pumping = False
-        for logical, m in self._models.items():
-            while len(m.queue) and self.pool.can_take():
-                if not self._next(logical, m):
-                    break
+        stuck: set[str] = set()
+        while self.pool.can_take():
+            waiting = [(k, m) for k, m in self._models.items() if len(m.queue) and k not in stuck]
+            if not waiting:
+                return
+            logical, m = min(waiting, key=lambda km: min(urgency(it) for it in km[1].queue))
+            if not self._next(logical, m):
+                stuck.add(logical)
 
     def _next(self, logical: str, m: _Logical) -> bool:
         """Bind and dispatch one batch; False when nothing could be dispatched now."""
