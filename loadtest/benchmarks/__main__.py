@@ -21,7 +21,7 @@ SECTIONS = {
     "frontier": "loadtest.benchmarks.frontier",
     "first-run": "loadtest.benchmarks.first_run",
 }
-LONG = ("frontier", "first-run")  # 40+ minutes each: run only when named
+LONG = ("frontier", "first-run", "policy")  # 25-40+ minutes each: run only when named
 DEFAULT = [name for name in SECTIONS if name not in LONG]  # what a run without --only re-runs
 DOCS = Path("docs")
 HEADER = """# Benchmarks
@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         help="first-run: keep the clone (and the repository it built) in this directory",
     )
     p.add_argument("--cuts", nargs="+", help="frontier: only these cuts (labels as in the table)")
+    p.add_argument(
+        "--policy-quick",
+        action="store_true",
+        help="policy: one repetition at 0.15x lengths (smoke, not a result)",
+    )
+    p.add_argument("--no-triton", action="store_true", help="policy: leave the Triton baseline out")
     args = p.parse_args(argv)
     (args.docs / "benchmarks").mkdir(parents=True, exist_ok=True)
     for name in args.only or DEFAULT:
