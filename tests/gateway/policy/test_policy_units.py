@@ -127,6 +127,7 @@ def test_latency_model_learns_each_pool_mode_apart_from_a_shape_measured_at_load
     model.know("m.fp32", FP32.card)
     assert model.predict_ns("m.fp32", 8, 0, mode="wide") == 210 * MS  # no calibration: the card
 
+
 def test_feasibility_runs_the_queue_in_the_batches_the_batcher_forms() -> None:
     rules = Rules.of(BATCHING)
     latency = {b: (40 + 20 * b) * MS for b in range(1, 9)}.__getitem__
