@@ -1,9 +1,10 @@
 """The per-batch variant choice of late binding, pure: given a logical model's queue in deadline order, the
 variants it may bind to and the compute pool's state, which variant runs the next batch and which requests
-it takes. ``late.LateScheduler`` calls it whenever the pool can take a batch.
+it takes. ``late.LateBinding`` calls it whenever the pool can take a batch.
 
 For each variant, most accurate first, the batch is the first one ``formation.batches`` forms from the queue
-with that variant's rules (work-conserving: it runs now, complete or not), from the requests whose
+with that variant's rules (work-conserving: it runs now, complete or not), or where that one would be late
+a prefix of it (half as many requests, down to the most urgent alone), from the requests whose
 ``max_accuracy_loss`` admits the variant; it must include the queue's most urgent request. The pool says how
 it would run (``wide`` when the pool is idle and nothing waits behind it, else ``narrow``); the latency model
 predicts its tail time in that mode at its rows and sequence length. The variant is *feasible* when every
@@ -75,31 +76,33 @@ def choose(
     fastest = options[-1]
     formed = [_formed(queue, o, pool, predict) for o in options]
     if not any(it.deadline_ns for it in queue):
-        first = next((f for f in formed if f is not None), None)
-        if first is not None:
-            return Choice(options[formed.index(first)], first[0], first[1], first[2], Reason.NO_SLO)
-    behind_any: bool | None = None  # whether the rest can be in time at all (this batch on the fastest)
-    for i, (option, f) in enumerate(zip(options, formed, strict=True)):
-        if f is None or not (option.within_budget or option.admitted):
+        first = next((f for f in formed if f), None)
+        if first:
+            items, mode, tail = first[0]
+            return Choice(options[formed.index(first)], items, mode, tail, Reason.NO_SLO)
+    behind_any: bool | None = None  # whether the rest can be in time at all (the head alone, fastest)
+    for i, (option, sizes) in enumerate(zip(options, formed, strict=True)):
+        if not sizes or not (option.within_budget or option.admitted):
             continue
-        items, mode, tail = f
-        finish = now_ns + tail + overhead_ns
-        if any(it.deadline_ns and finish > it.deadline_ns - margin(it) for it in items):
-            continue
-        behind = option is fastest or _behind_ok(
-            queue, items, tail, mode, fastest, pool, predict, now_ns, overhead_ns, margin
-        )
-        if not behind:  # the fastest for this batch is the best what waits behind can have
-            if behind_any is None:
-                ff = formed[-1]
-                behind_any = ff is not None and _behind_ok(
-                    queue, ff[0], ff[2], ff[1], fastest, pool, predict, now_ns, overhead_ns, margin
-                )
-            if behind_any:
+        for items, mode, tail in sizes:  # the largest batch first, then smaller ones
+            finish = now_ns + tail + overhead_ns
+            if any(it.deadline_ns and finish > it.deadline_ns - margin(it) for it in items):
                 continue
-        reason = Reason.AGGRESSIVE if not option.within_budget else Reason.SLO if i == 0 else Reason.STEP_DOWN
-        return Choice(option, items, mode, tail, reason)
-    usable = [(o, f) for o, f in zip(options, formed, strict=True) if f is not None]
+            if option is not fastest and not _behind_ok(
+                queue, items, tail, mode, fastest, pool, predict, now_ns, overhead_ns, margin
+            ):
+                if behind_any is None:  # the fastest for this batch is the best what waits behind can have
+                    ff = formed[-1][-1] if formed[-1] else None
+                    behind_any = ff is not None and _behind_ok(
+                        queue, ff[0], ff[2], ff[1], fastest, pool, predict, now_ns, overhead_ns, margin
+                    )
+                if behind_any:
+                    continue
+            reason = (
+                Reason.AGGRESSIVE if not option.within_budget else Reason.SLO if i == 0 else Reason.STEP_DOWN
+            )
+            return Choice(option, items, mode, tail, reason)
+    usable = [(o, f[-1]) for o, f in zip(options, formed, strict=True) if f]
     allowed = [(o, f) for o, f in usable if o.within_budget or o.admitted]
     usable = allowed or usable
     if not usable:
@@ -108,21 +111,29 @@ def choose(
     return Choice(option, items, mode, tail, Reason.FASTEST, False)
 
 
-def _formed(
-    queue: Sequence[QueuedRequest], option: Option, pool: Pool, predict: Predict
-) -> tuple[tuple[QueuedRequest, ...], Mode, int] | None:
-    """The batch ``option`` would run now: its items, its mode and its predicted tail time; ``None`` when it
-    cannot take the most urgent request."""
+Formed = tuple[tuple[QueuedRequest, ...], Mode, int]  # a batch's items, its mode, its predicted tail time
+
+
+def _formed(queue: Sequence[QueuedRequest], option: Option, pool: Pool, predict: Predict) -> list[Formed]:
+    """The batches ``option`` could run now, largest first: the one ``formation.batches`` forms, then its
+    prefixes of half as many requests, down to the most urgent alone (a smaller batch ends sooner: where
+    the whole one would be late, a part of it may not). Empty when it cannot take the most urgent request."""
     if not queue:
-        return None
+        return []
     head = queue[0]
     if head.rows > option.rules.max_rows or head.max_loss < option.loss:
-        return None
+        return []
     eligible = [it for it in queue if it.max_loss >= option.loss and it.rows <= option.rules.max_rows]
-    batch = next(batches(eligible, option.rules))
-    mode = pool.mode_alone if len(batch.items) == len(queue) else pool.mode_shared
-    length = max(it.length for it in batch.items)
-    return batch.items, mode, predict(option.name, batch.rows, mode, length, None)
+    items = next(batches(eligible, option.rules)).items
+    out: list[Formed] = []
+    n = len(items)
+    while n >= 1:
+        part = items[:n]
+        mode = pool.mode_alone if n == len(queue) else pool.mode_shared
+        rows, length = sum(it.rows for it in part), max(it.length for it in part)
+        out.append((part, mode, predict(option.name, rows, mode, length, None)))
+        n = n // 2 if n > 1 else 0
+    return out
 
 
 def _behind_ok(
