@@ -74,7 +74,11 @@ class ExecutorRunner:
     def __init__(self, runner: Runner, executor: Executor) -> None:
         self.runner, self._executor = runner, executor
 
-    async def infer(self, feeds: Mapping[str, np.ndarray], wide: bool = False) -> dict[str, np.ndarray]:
+    async def infer(
+        self, feeds: Mapping[str, np.ndarray], wide: bool = False, *, remote: bool = False, deadline_ns: int = 0
+    ) -> dict[str, np.ndarray]:
+        if remote:
+            raise RuntimeError("an in-process runner cannot run a batch on a remote slot")
         run = getattr(self.runner, "run_wide", self.runner.run) if wide else self.runner.run
         return await asyncio.get_running_loop().run_in_executor(self._executor, run, feeds)
 

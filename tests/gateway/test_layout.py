@@ -90,7 +90,7 @@ async def test_the_pool_gives_a_lone_batch_everything_and_loaded_batches_one_cor
     assert pool.try_take(alone=True) is None
     pool.give_back(a)
     pool.give_back(b)
-    assert pool.idle() and pool.runs == {WIDE: 2, NARROW: 2, "fixed": 0}
+    assert pool.idle() and pool.runs == {WIDE: 2, NARROW: 2, "fixed": 0, "remote": 0}
 
 
 async def test_the_pool_never_hands_out_more_cores_than_it_has() -> None:

@@ -34,7 +34,7 @@ from gateway.core.batching.pool import ComputePool, Grant
 from gateway.core.batching.queue import BatchResult, QueuedRequest, RequestQueue
 from gateway.core.config import ModelConfig
 from gateway.core.errors import DeadlineExceeded, InvalidInput, Unavailable
-from gateway.core.models.runner import Runner
+from gateway.core.models.runner import Runner, placement_of
 from gateway.core.telemetry.observer import NullObserver, Observer
 
 __all__ = ["BatchResult", "Batcher"]
@@ -277,8 +277,10 @@ class Batcher:
     async def _execute(self, batch: list[QueuedRequest], grant: Grant | None = None) -> None:
         own = grant is None  # a batch of this batcher's own queue holds one of its instances
         try:
-            if grant is None:
-                grant = await self._pool.take(alone=not self.queued)
+            if grant is None and placement_of(self._job.runner) == "remote":
+                grant = self._pool.take_remote(self._job.compute_ns)
+            elif grant is None:
+                grant = await self._pool.take(alone=not self.queued, predicted_ns=self._job.compute_ns)
             await execute(self._job, batch, grant)
         except asyncio.CancelledError:
             self._fail(batch, "was closed while the request was running")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.core.batching.padding import length, merge, split
-from gateway.core.batching.pool import Grant
+from gateway.core.batching.pool import REMOTE, Grant
 from gateway.core.batching.queue import BatchResult, QueuedRequest, call_or_all_done
 from gateway.core.config import ModelConfig
 from gateway.core.errors import BackendError, DeadlineExceeded
@@ -97,7 +97,9 @@ async def _run(
 ) -> dict[str, np.ndarray] | None:
     """The backend's outputs, or ``None`` when every request of the batch ran past its deadline first
     (the call is then awaited to its end, holding the grant, and its result dropped)."""
-    call = asyncio.ensure_future(job.runner.infer(feeds, grant.wide))
+    remote = grant.mode == REMOTE
+    deadline = min((it.deadline_ns for it in batch if it.deadline_ns), default=0)
+    call = asyncio.ensure_future(job.runner.infer(feeds, grant.wide, remote=remote, deadline_ns=deadline))
     await call_or_all_done(call, [it.future for it in batch])
     if call.done():
         return await call

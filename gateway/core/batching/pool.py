@@ -13,6 +13,13 @@ Pinned batchers wait for a grant (``take``, first come first served); the late-b
 only when the pool can give it at once (``try_take``) and are woken (``listen``) whenever slots come free, so
 a scheduler never holds a batch it has not yet bound to a variant. Waiters are served before listeners.
 Times are ``time.monotonic_ns()``.
+
+Remote slots (the Triton fleet, ``gateway.backends.triton``): ``remote`` says how many batches the fleet's
+healthy servers take at once (it changes with their health). A ``REMOTE`` grant holds one of them, never a
+local slot: a batch sent to a Triton server costs this process a request in flight, not a core. The
+late-binding schedulers take remote grants only when one is free (``try_take_remote``); a pinned batcher of
+a variant placed only remotely takes one at once (``take_remote``), bounded by its own instances, so
+``remote_free`` may read 0 while such batches run.
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Mode = Literal["wide", "narrow", "fixed"]
+Mode = Literal["wide", "narrow", "fixed", "remote"]
 WIDE: Mode = "wide"
 NARROW: Mode = "narrow"
 FIXED: Mode = "fixed"
+REMOTE: Mode = "remote"
 
 
 @dataclass(eq=False, slots=True)
@@ -43,15 +51,22 @@ class Grant:
 
 
 class ComputePool:
-    def __init__(self, slots: int, adaptive: bool = False) -> None:
+    def __init__(self, slots: int, adaptive: bool = False, remote: Callable[[], int] | None = None) -> None:
         if slots < 1:
             raise ValueError(f"a compute pool needs at least one slot, got {slots}")
         self.slots, self.adaptive = slots, adaptive and slots > 1
         self._free = slots
-        self._waiters: deque[tuple[asyncio.Future[Grant], bool]] = deque()
+        self._remote_capacity = remote or (lambda: 0)
+        self._remote_busy = 0
+        self._waiters: deque[tuple[asyncio.Future[Grant], bool, int]] = deque()  # (future, alone, predicted)
         self._listeners: list[Callable[[], None]] = []
         self._running: set[Grant] = set()
-        self.runs = {WIDE: 0, NARROW: 0, FIXED: 0}  # batches granted per mode (tests and metrics read it)
+        self.runs = {
+            WIDE: 0,
+            NARROW: 0,
+            FIXED: 0,
+            REMOTE: 0,
+        }  # batches granted per mode (tests and metrics read it)
 
     @property
     def free(self) -> int:
@@ -64,8 +79,28 @@ class ComputePool:
     def idle(self) -> bool:
         return self._free == self.slots and not self._waiters
 
-    def running(self) -> tuple[Grant, ...]:
-        return tuple(self._running)
+    def running(self, remote: bool = False) -> tuple[Grant, ...]:
+        """The grants running on local slots, or (``remote``) on remote ones."""
+        return tuple(g for g in self._running if (g.mode == REMOTE) == remote)
+
+    @property
+    def remote_free(self) -> int:
+        return max(0, self._remote_capacity() - self._remote_busy)
+
+    def can_take_remote(self) -> bool:
+        return self.remote_free >= 1
+
+    def try_take_remote(self, predicted_ns: int = 0) -> Grant | None:
+        """A remote grant now, or ``None`` when every remote slot is taken (or there are none)."""
+        return self.take_remote(predicted_ns) if self.can_take_remote() else None
+
+    def take_remote(self, predicted_ns: int = 0) -> Grant:
+        """A remote grant at once, free slot or not (a pinned batcher's: its instances bound it)."""
+        self._remote_busy += 1
+        self.runs[REMOTE] += 1
+        grant = Grant(0, REMOTE, time.monotonic_ns(), predicted_ns)
+        self._running.add(grant)
+        return grant
 
     def mode_for(self, alone: bool) -> Mode:
         """The mode a batch granted now gets: wide only if the pool is idle and ``alone`` (nothing waits
@@ -80,13 +115,13 @@ class ComputePool:
             return None
         return self._give(self.mode_for(alone), predicted_ns)
 
-    async def take(self, alone: bool = False) -> Grant:
+    async def take(self, alone: bool = False, predicted_ns: int = 0) -> Grant:
         """Wait for a grant (first come, first served)."""
-        grant = self.try_take(alone)
+        grant = self.try_take(alone, predicted_ns)
         if grant is not None:
             return grant
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        self._waiters.append((future, alone))
+        self._waiters.append((future, alone, predicted_ns))
         try:
             return await future
         except asyncio.CancelledError:
@@ -100,13 +135,15 @@ class ComputePool:
         if grant not in self._running:
             return
         self._running.discard(grant)
+        if grant.mode == REMOTE:
+            self._remote_busy -= 1
         self._free += grant.slots
         while self._waiters and self._free >= 1:
-            future, alone = self._waiters.popleft()
+            future, alone, predicted = self._waiters.popleft()
             if future.done():
                 continue
             wide = self.adaptive and alone and self._free == self.slots and not self._waiters
-            future.set_result(self._give(WIDE if wide else (NARROW if self.adaptive else FIXED), 0))
+            future.set_result(self._give(WIDE if wide else (NARROW if self.adaptive else FIXED), predicted))
         for wake in self._listeners:
             wake()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -21,12 +21,27 @@ class ControlMode(StrEnum):
     EXPLICIT = "explicit"  # load and unload only through the repository API
 
 
-class Runner(Protocol):
-    """One loaded model version, ready to run whole batches."""
+Placement = Literal["local", "remote", "both"]  # where a variant's batches run (``placement_of``)
+PLACEMENTS: tuple[Placement, ...] = ("local", "remote", "both")
 
-    async def infer(self, feeds: Mapping[str, np.ndarray], wide: bool = False) -> dict[str, np.ndarray]:
-        """Run one batch (``wide``: it has the whole compute pool, see ``batching.pool``). Must not compute
-        on the event loop."""
+
+class Runner(Protocol):
+    """One loaded model version, ready to run whole batches. A runner may also say where it runs
+    (``placement``: ``local`` in-process, ``remote`` on the Triton fleet, ``both``: local first, overflow
+    to the fleet) and, when it can run remotely, whether a server has it ready now (``remote_ready()``);
+    without them it is local."""
+
+    async def infer(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        wide: bool = False,
+        *,
+        remote: bool = False,
+        deadline_ns: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """Run one batch (``wide``: it has the whole compute pool, see ``batching.pool``; ``remote``: on a
+        remote slot; ``deadline_ns``: the batch's earliest SLO deadline, 0 for none, which a remote call
+        uses to time out and retry). Must not compute on the event loop."""
         ...
 
     @property
@@ -36,6 +51,17 @@ class Runner(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def placement_of(runner: object) -> Placement:
+    found = getattr(runner, "placement", "local")
+    return found if found in PLACEMENTS else "local"
+
+
+def remote_ready(runner: object) -> bool:
+    """Whether ``runner`` can run a batch on a remote server now."""
+    ready = getattr(runner, "remote_ready", None)
+    return placement_of(runner) != "local" and callable(ready) and bool(ready())
 
 
 class ModelLoader(Protocol):

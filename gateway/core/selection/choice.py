@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.core.batching.formation import Rules, batches
-from gateway.core.batching.pool import FIXED, NARROW, ComputePool, Mode
+from gateway.core.batching.pool import FIXED, NARROW, REMOTE, WIDE, ComputePool, Mode
 from gateway.core.batching.queue import QueuedRequest
 from gateway.core.selection.slo import Reason
 
@@ -162,7 +162,7 @@ def _behind_ok(
     if not rest:
         return True
     free = list(pool.free_at_ns)
-    if mode != NARROW:  # a wide batch holds every slot
+    if mode == WIDE:  # a wide batch holds every slot
         free = [max(now_ns + tail_ns, f) for f in free]
     elif free:
         free[0] = max(free[0], now_ns + tail_ns)
@@ -178,9 +178,13 @@ def _behind_ok(
     return True
 
 
-def pool_view(pool: ComputePool, now_ns: int) -> Pool:
-    """What the choice reads of ``pool`` now: a running batch frees its slots at its predicted end (now,
-    when it predicted nothing: a pinned batch)."""
+def pool_view(pool: ComputePool, now_ns: int, remote: bool = False) -> Pool:
+    """What the choice reads of ``pool`` now, of its local slots or (``remote``) of its remote ones: a
+    running batch frees its slot at its predicted end (a pinned batch predicts its batcher's recent time)."""
+    if remote:
+        free = [now_ns] * pool.remote_free
+        free += [max(now_ns, g.started_ns + g.predicted_ns) for g in pool.running(remote=True)]
+        return Pool(tuple(sorted(free)), REMOTE, REMOTE)
     free = [now_ns] * pool.free
     for g in pool.running():
         free += [max(now_ns, g.started_ns + g.predicted_ns)] * g.slots

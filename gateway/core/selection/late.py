@@ -26,43 +26,26 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from gateway.core.batching.batcher import Batcher
-from gateway.core.batching.formation import Rules
 from gateway.core.batching.padding import length, signature
 from gateway.core.batching.pool import FIXED, WIDE, ComputePool
 from gateway.core.batching.queue import QueuedRequest, RequestQueue
 from gateway.core.drift.monitor import DriftMonitor
 from gateway.core.errors import GatewayError, ModelNotReady, Unavailable
-from gateway.core.selection.choice import Choice, Option, choose, deadline_order, pool_view, urgency
+from gateway.core.models.runner import placement_of, remote_ready
+from gateway.core.selection.choice import Choice, Option, Pool, choose, deadline_order, pool_view, urgency
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
+from gateway.core.selection.late_state import Bound, Logical, Variants, know, options_for
 from gateway.core.selection.latency_model import LatencyModel, Window
 from gateway.core.selection.ledger import Ledger
 from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
 from gateway.core.selection.refusal import expire, refuse_early, shed
 from gateway.core.selection.slo import Infeasible, SloConfig, SloTerms
-from gateway.core.selection.variants import dominated_variants, loss_of, ranked
 from gateway.core.telemetry.observer import BatchEvent, NullObserver, Observer, Outcome, RequestEvent
-from varigate.contract.variants import REFERENCE_VARIANT
 
 S = 1_000_000_000
-Bound = tuple[Candidate, Batcher, Any]  # a READY variant, its batcher, and what the data plane calls it
-Variants = Callable[[], Sequence[Bound]]
-
-
-@dataclass(slots=True)
-class _Logical:
-    queue: RequestQueue
-    variants: Variants
-    ledger: Ledger
-    inflight: int = 0  # accepted and not answered (queued, or in a batch it was bound to)
-    known: dict[str, str] = field(default_factory=dict)  # model -> version the latency model knows
-    order: list[str] = field(default_factory=list)  # eligible variants, most accurate first
-    order_key: tuple[tuple[str, str, bool], ...] = ()  # (model, version, demoted) it was built for
 
 
 class LateBinding:
@@ -78,7 +61,7 @@ class LateBinding:
         self.latency = latency or LatencyModel()
         self.pool = ComputePool(64)  # the service attaches its own (``attach``)
         self._drift, self._observer = drift, observer or NullPolicyObserver()
-        self._models: dict[str, _Logical] = {}
+        self._models: dict[str, Logical] = {}
         self._overhead = Window(256, 15 * S)  # the gateway's own time per request (ns)
         self._pumping = False
         self._removed = asyncio.Event()  # a queued request left its queue (``drain`` waits on it)
@@ -116,12 +99,12 @@ class LateBinding:
         if m is None:
             queue = RequestQueue(logical, config.dynamic_batching, self._wake)
             ledger = Ledger(self.config.budget_window, self.config.mix_window_s)
-            m = self._models[logical] = _Logical(queue, variants, ledger)
+            m = self._models[logical] = Logical(queue, variants, ledger)
         m.variants = variants
         rows = next(iter(feeds.values())).shape[0] if config.max_batch_size > 0 and feeds else 1
         deadline = now_ns + terms.slo_ns if terms.slo_ns is not None else 0
         if terms.slo_ns is not None or terms.client_deadline_ns is not None:
-            self._know(m, bound)
+            know(self.latency, m, bound)
             mode = WIDE if self.pool.adaptive else FIXED  # alone on an idle pool
             alone = min(self.latency.predict_ns(c.model_name, rows, now_ns, None, mode) for c, _, _ in bound)
             refuse_early(logical, alone + self._overhead_ns(), terms, now_ns, self.config, self._observer)
@@ -138,14 +121,14 @@ class LateBinding:
         self._wake()
         return item
 
-    def _gone(self, logical: str, m: _Logical, item: QueuedRequest) -> None:
+    def _gone(self, logical: str, m: Logical, item: QueuedRequest) -> None:
         m.queue.remove(item)
         m.inflight -= 1
         self._report(logical, m)
         self._removed.set()
         self._wake()
 
-    def _report(self, logical: str, m: _Logical) -> None:
+    def _report(self, logical: str, m: Logical) -> None:
         self._events.queue_changed(logical, logical, "", len(m.queue), m.inflight)
 
     async def drain(self) -> None:
@@ -174,7 +157,7 @@ class LateBinding:
         request is the most urgent of all (earliest deadline first across models too)."""
         self._pumping = False
         stuck: set[str] = set()
-        while self.pool.can_take():
+        while self.pool.can_take() or self.pool.can_take_remote():
             waiting = [(k, m) for k, m in self._models.items() if len(m.queue) and k not in stuck]
             if not waiting:
                 return
@@ -182,31 +165,66 @@ class LateBinding:
             if not self._next(logical, m):
                 stuck.add(logical)
 
-    def _next(self, logical: str, m: _Logical) -> bool:
-        """Bind and dispatch one batch; False when nothing could be dispatched now."""
+    def _next(self, logical: str, m: Logical) -> bool:
+        """Bind and dispatch one batch; False when nothing could be dispatched now. Local slots first; a
+        remote slot takes a batch of the variants placed on the fleet, those placed ``both`` only when the
+        queue's head would be late waiting for the next local slot."""
         queue = deadline_order(m.queue)
         try:
             bound = [b for b in m.variants() if b[1].accepting]
             if not bound:
                 raise ModelNotReady(f"no variant of model {logical!r} is ready")
+            local = [b for b in bound if placement_of(b[1].runner) != "remote"]
+            remote = [b for b in bound if remote_ready(b[1].runner)]
+            if not local and not remote:
+                raise Unavailable(f"no Triton server has a variant of model {logical!r} ready")
         except GatewayError as e:
             for item in queue:
                 item.future.set_exception(e)
             return False
-        self._know(m, bound)
-        options, by_name = self._options(m, bound)
+        know(self.latency, m, bound)
         now = time.monotonic_ns()
-        overhead = self._overhead_ns()
+        if local and self.pool.can_take():
+            return self._bind(logical, m, queue, local, now, remote=False)
+        if not remote or not self.pool.can_take_remote():
+            return False
+        if local and self._in_time_locally(m, queue, local, now):
+            return False
+        return self._bind(logical, m, queue, remote, now, remote=True)
+
+    def _in_time_locally(self, m: Logical, queue: list[QueuedRequest], local: list[Bound], now: int) -> bool:
+        """Whether the queue's next batch is in time if it waits for the next local slot."""
+        view = pool_view(self.pool, now)
+        start = view.free_at_ns[0] if view.free_at_ns else now
+        options, _ = self._options(m, local)
+        choice = self._choose(queue, options, view, now, start)
+        return choice.variant is not None and choice.feasible
+
+    def _choose(
+        self, queue: list[QueuedRequest], options: list[Option], view: Pool, now: int, start: int
+    ) -> Choice:
         cfg = self.config
-        choice = choose(
+        return choose(
             queue,
             options,
-            pool_view(self.pool, now),
+            view,
             lambda name, rows, mode, n, q: self.latency.predict_ns(name, rows, now, q, mode, n),
-            now,
-            overhead,
+            start,
+            self._overhead_ns(),
             lambda it: round((it.deadline_ns - it.enqueued_ns) * cfg.margin_fraction + cfg.margin_ms * 1e6),
         )
+
+    def _bind(
+        self,
+        logical: str,
+        m: Logical,
+        queue: list[QueuedRequest],
+        bound: list[Bound],
+        now: int,
+        remote: bool,
+    ) -> bool:
+        options, by_name = self._options(m, bound)
+        choice = self._choose(queue, options, pool_view(self.pool, now, remote), now, now)
         if choice.variant is None:
             queue[0].future.set_exception(
                 ModelNotReady(
@@ -216,11 +234,14 @@ class LateBinding:
             return True
         if (
             not choice.feasible
-            and cfg.infeasible is Infeasible.SHED
+            and self.config.infeasible is Infeasible.SHED
             and shed(logical, choice, now + self._overhead_ns(), self._observer)
         ):
             return True
-        grant = self.pool.try_take(alone=choice.mode == WIDE, predicted_ns=choice.predicted_ns)
+        if remote:
+            grant = self.pool.try_take_remote(choice.predicted_ns)
+        else:
+            grant = self.pool.try_take(alone=choice.mode == WIDE, predicted_ns=choice.predicted_ns)
         if grant is None:
             return False
         candidate, batcher, target = by_name[choice.variant.name]
@@ -234,42 +255,10 @@ class LateBinding:
         self._served(logical, m, candidate.model_name, choice, now)
         return True
 
-    def _options(self, m: _Logical, bound: Sequence[Bound]) -> tuple[list[Option], dict[str, Bound]]:
-        by_name = {c.model_name: b for b in bound for c in (b[0],)}
-        candidates = [b[0] for b in bound]
-        key = tuple((c.model_name, c.version, self._demoted(c)) for c in candidates)
-        if m.order_key != key:  # the variants' order is rebuilt only when they change
-            healthy = [c for c, k in zip(candidates, key, strict=True) if not k[2]] or candidates
-            beaten = dominated_variants(healthy)
-            ordered = [c.model_name for c in ranked(healthy) if c.model_name not in beaten]
-            m.order = ordered or [c.model_name for c in ranked(candidates, gate_first=True)]
-            m.order_key = key
-        order = [by_name[name][0] for name in m.order]
-        options = []
-        for c in order:
-            loss = loss_of(c)
-            budget = self.config.accuracy_budget
-            within = loss <= budget
-            admitted = within or m.ledger.admits(loss, budget)
-            options.append(Option(c.model_name, Rules.of(c.config), loss, within, admitted))
-        return options, by_name
+    def _options(self, m: Logical, bound: Sequence[Bound]) -> tuple[list[Option], dict[str, Bound]]:
+        return options_for(m, bound, self.config, self._drift)
 
-    def _know(self, m: _Logical, bound: Sequence[Bound]) -> None:
-        for c, batcher, _ in bound:
-            if m.known.get(c.model_name) != c.version:
-                if c.model_name in m.known:
-                    self.latency.forget(c.model_name)  # reloaded: new files, new speed
-                self.latency.know(c.model_name, c.card, batcher.runner.calibration)
-                m.known[c.model_name] = c.version
-
-    def _demoted(self, c: Candidate) -> bool:
-        return (
-            self._drift is not None
-            and c.variant != REFERENCE_VARIANT
-            and self._drift.demoted(c.model_name, c.version)
-        )
-
-    def _served(self, logical: str, m: _Logical, variant: str, choice: Choice, now_ns: int) -> None:
+    def _served(self, logical: str, m: Logical, variant: str, choice: Choice, now_ns: int) -> None:
         assert choice.variant is not None
         for _ in choice.items:
             m.ledger.add(variant, choice.variant.loss, now_ns)

@@ -43,9 +43,8 @@ from gateway.core.selection.latency_model import NEVER, LatencyModel, Window
 from gateway.core.selection.ledger import Ledger
 from gateway.core.selection.policy import Candidate, PolicyContext
 from gateway.core.selection.slo import Infeasible, Reason, SloConfig
-from gateway.core.selection.variants import dominated_variants, loss_of, ranked
+from gateway.core.selection.variants import demoted, eligible_order, loss_of, ranked
 from gateway.core.telemetry.observer import BatchEvent, Outcome, RequestEvent
-from varigate.contract.variants import REFERENCE_VARIANT
 
 log = logging.getLogger(__name__)
 S = 1_000_000_000  # nanoseconds per second
@@ -149,10 +148,8 @@ class SloPolicy:
                 self.latency.forget(c.model_name)  # reloaded: new files, new speed
             self.latency.know(c.model_name, c.card)
             self._known.add(c.model_name)
-        healthy = [c for c in candidates if not self._demoted(c)]
-        beaten = dominated_variants(healthy)
+        order, beaten = eligible_order([c for c in candidates if not self._demoted(c)], None)
         self._report_dominated(logical, beaten)
-        order = [c.model_name for c in ranked(healthy) if c.model_name not in beaten]
         ceiling = m.ceiling if m is not None and m.ceiling in order else (order[0] if order else "")
         loss = {c.model_name: loss_of(c) for c in candidates}
         ledger = m.ledger if m is not None else Ledger(self.config.budget_window, self.config.mix_window_s)
@@ -185,11 +182,7 @@ class SloPolicy:
         return floor[:1] or fallback[:1]
 
     def _demoted(self, c: Candidate) -> bool:
-        return (
-            self._drift is not None
-            and c.variant != REFERENCE_VARIANT
-            and self._drift.demoted(c.model_name, c.version)
-        )
+        return demoted(self._drift, c)
 
     def _admits(self, m: _Model, c: Candidate) -> bool:
         """Whether the running mean loss stays within the budget with ``c`` serving this request."""

@@ -4,6 +4,7 @@ relative loss, and which variants are dominated on this hardware."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from gateway.core.selection.policy import Candidate, accuracy_score
 from varigate.contract.variants import REFERENCE_VARIANT
@@ -51,3 +52,24 @@ def dominated_variants(candidates: Sequence[Candidate]) -> dict[str, str]:
                 beaten[a.model_name] = b.model_name
                 break
     return beaten
+
+
+class Demotions(Protocol):
+    """What the policies read of the drift monitor (``drift.monitor.DriftMonitor``)."""
+
+    def demoted(self, model: str, version: str) -> bool: ...
+
+
+def demoted(drift: Demotions | None, c: Candidate) -> bool:
+    """Whether drift demoted ``c`` (the fp32 reference never is: it is what the others are compared with)."""
+    return drift is not None and c.variant != REFERENCE_VARIANT and drift.demoted(c.model_name, c.version)
+
+
+def eligible_order(
+    candidates: Sequence[Candidate], drift: Demotions | None
+) -> tuple[list[str], dict[str, str]]:
+    """The variants a policy may choose, most accurate first: not demoted (unless all are), passed their
+    gate, not dominated; and the dominated ones (``dominated_variants``). Empty when none is eligible."""
+    healthy = [c for c in candidates if not demoted(drift, c)] or list(candidates)
+    beaten = dominated_variants(healthy)
+    return [c.model_name for c in ranked(healthy) if c.model_name not in beaten], beaten
