@@ -20,6 +20,7 @@ import tritonclient.grpc.aio as grpc_aio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.backends.triton import (
+    DeadlinePassed,
     FleetConfig,
     NoServerReady,
     RemoteFailed,
@@ -168,6 +169,8 @@ async def test_config_errors_and_refusals(pair: Pair, fleet: Fleet) -> None:
         await fleet.fleet.infer("tiny.fp64", tiny_feeds(), TINY_OUT)
     assert fleet.a in str(refused.value) and fleet.b in str(refused.value)
     assert fleet.fleet.free_slots("tiny.fp64") == 0
+    with pytest.raises(DeadlinePassed, match=r"'tiny\.fp32'"):
+        await fleet.fleet.infer("tiny.fp32", tiny_feeds(), TINY_OUT, deadline_ns=time.monotonic_ns() - 1)
     with pytest.raises(RemoteRejected, match=r"INVALID_ARGUMENT.*'nope'"):
         await fleet.fleet.infer("tiny.fp32", {**tiny_feeds(), "nope": np.zeros((2, 5), np.int64)}, TINY_OUT)
     rejected = [
