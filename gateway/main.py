@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1.health import aio as health_aio
@@ -34,6 +34,9 @@ from gateway.protocol.http_server import GatewayUvicorn, HttpLimits, listen
 from gateway.protocol.http_server import server as http_server
 from gateway.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.backends.placement import Scaleout
 
 log = logging.getLogger("gateway")
 _GRPC_QUIET_S = 0.2  # at shutdown: no call for this long, and the gRPC server stops
@@ -76,7 +79,20 @@ def build_service(
             settings.default_max_queue_size, round(settings.default_queue_timeout_ms * 1000)
         ),
         health=HealthConfig(settings.circuit_breaker_failures, settings.circuit_breaker_cooldown_secs),
+        scaleout=scaleout(settings, metrics),
     )
+
+
+def scaleout(settings: Settings, metrics: Metrics) -> Scaleout | None:
+    """The Triton fleet and where each variant runs, when ``--triton-servers`` names servers."""
+    fleet = settings.fleet_config()
+    if fleet is None:
+        return None
+    from gateway.backends.placement import Scaleout
+    from gateway.settings_fleet import parse_variant_placement
+
+    overrides = parse_variant_placement(settings.variant_placement)
+    return Scaleout(fleet, settings.default_placement, overrides, metrics.registry)
 
 
 def http_limits(settings: Settings) -> HttpLimits:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -33,6 +33,9 @@ from gateway.core.service import DEFAULT_EXTENSIONS, Service
 from gateway.core.telemetry.observer import Observer
 from varigate.contract.card import CARD_FILENAME, CardError, VariantCard, card_from_dict
 from varigate.contract.layout import CONFIG_FILENAME
+
+if TYPE_CHECKING:
+    from gateway.backends.placement import Scaleout
 
 NAME_MAX_BYTES = 255  # the longest file name Linux (NAME_MAX) and common file systems allow
 
@@ -208,12 +211,19 @@ def create_service(
     drift: DriftMonitor | None = None,
     queue_defaults: QueueDefaults | None = None,
     health: HealthConfig | None = None,
+    scaleout: Scaleout | None = None,
 ) -> Service:
-    """A ``Service`` over the repository at ``repository``; call ``await service.start()`` to load models."""
+    """A ``Service`` over the repository at ``repository``; call ``await service.start()`` to load models.
+    With ``scaleout``, variants run where it places them: in-process, on its Triton fleet, or both."""
     runs_on = load_backend(backend, **dict(backend_options or {}))
+    loader: ModelLoader = BackendLoader(runs_on)
+    if scaleout is not None:
+        from gateway.backends.placement import PlacedLoader
+
+        loader = PlacedLoader(BackendLoader(runs_on), scaleout)
     return RepositoryService(
         ModelRepository(repository, queue_defaults, runs_on.default_instances),
-        BackendLoader(runs_on),
+        loader,
         control_mode=ControlMode(control_mode),
         startup_models=startup_models,
         poll_interval_s=poll_interval_s,

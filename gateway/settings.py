@@ -22,6 +22,7 @@ from gateway.core.selection.slo import SloConfig
 from gateway.policies import parse_policy
 from gateway.protocol.codec import DEFAULT_LIMITS, MAX_REQUEST_BYTES
 from gateway.protocol.restricted import parse_restriction
+from gateway.settings_fleet import FleetSettings
 from gateway.settings_limits import ServerLimits
 from varigate.contract.execution import DEFAULT_LAYOUT, LayoutName
 
@@ -42,7 +43,7 @@ def _split(value: Any) -> Any:
     return value
 
 
-class Settings(ServerLimits):
+class Settings(FleetSettings, ServerLimits):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     repository: Path = Field(Path("model_repository"), description="Triton-style model repository to serve.")

@@ -75,7 +75,12 @@ class ExecutorRunner:
         self.runner, self._executor = runner, executor
 
     async def infer(
-        self, feeds: Mapping[str, np.ndarray], wide: bool = False, *, remote: bool = False, deadline_ns: int = 0
+        self,
+        feeds: Mapping[str, np.ndarray],
+        wide: bool = False,
+        *,
+        remote: bool = False,
+        deadline_ns: int = 0,
     ) -> dict[str, np.ndarray]:
         if remote:
             raise RuntimeError("an in-process runner cannot run a batch on a remote slot")

@@ -12,11 +12,13 @@ server that once looked slow is tried again). A failed attempt (unavailable, tim
 unknown there) is retried once on another ready server while the deadline allows; a rejection (the server
 refused the input: INVALID_ARGUMENT / HTTP 400) is not retried and not held against the server.
 
-The per-attempt timeout. Without a deadline: ``attempt_timeout_s``. With one, ``left`` seconds away: if
-another server could take a retry, the retry's reserve is ``max(min_attempt_s, 2 x its latency EWMA for the
-model)`` (``min_attempt_s`` when it has none); the first attempt gets ``left - reserve`` when that is at
-least ``max(min_attempt_s, its own EWMA)``, else all of ``left`` (the batch cannot fit twice, so no time is
-kept back). A retry gets whatever is left. In-flight attempts on a server that the health check finds
+The per-attempt timeout. ``deadline_ns`` is the batch's SLO deadline: soft (a late answer is still
+wanted), so it never fails a batch by itself; it decides how long the first attempt may take before the
+batch is sent elsewhere. With another server able to take a retry and ``left`` seconds to the deadline,
+the retry's reserve is ``max(min_attempt_s, 2 x its latency EWMA for the model)`` (``min_attempt_s`` when
+it has none), and the first attempt gets ``left - reserve`` when that is at least ``max(min_attempt_s, its
+own EWMA)``. Otherwise (no deadline, no other server, or no time for two) an attempt gets
+``attempt_timeout_s``, as does the retry. In-flight attempts on a server that the health check finds
 down are cut off at once (their timeout fires early), so a hung server costs about one health round.
 """
 
@@ -55,10 +57,6 @@ class RemoteRejected(FleetError):
 
 class RemoteFailed(FleetError):
     """Every attempt failed; the message names each server tried and why."""
-
-
-class DeadlinePassed(FleetError):
-    """The deadline had passed before the batch was sent anywhere (nothing was sent)."""
 
 
 def _check_address(entry: str) -> str:
@@ -174,21 +172,17 @@ class TritonFleet:
         first = self._pick(model, ())
         if first is None:
             raise NoServerReady(self._no_server(model))
-        if deadline_ns and time.monotonic_ns() >= deadline_ns:
-            raise DeadlinePassed(f"model {model!r}: the deadline passed before the batch was sent")
         tried: list[str] = []
         try:
             return await self._attempt(first, model, feeds, outputs, self._timeout(first, model, deadline_ns))
         except _AttemptFailed as e:
             tried.append(f"{first.address}: {e}")
         second = self._pick(model, (first,))
-        left = self._left_s(deadline_ns)
-        if second is None or (left is not None and left <= 0):
-            why = "no other server has it ready" if second is None else "no time left for a retry"
-            raise RemoteFailed(f"model {model!r}: {tried[0]}; {why}")
+        if second is None:
+            raise RemoteFailed(f"model {model!r}: {tried[0]}; no other server has it ready")
         self.metrics.retries.labels(first.address).inc()
         try:
-            return await self._attempt(second, model, feeds, outputs, left or self.config.attempt_timeout_s)
+            return await self._attempt(second, model, feeds, outputs, self.config.attempt_timeout_s)
         except _AttemptFailed as e:
             tried.append(f"{second.address}: {e}")
         raise RemoteFailed(f"model {model!r}: every attempt failed: {'; '.join(tried)}")
@@ -219,15 +213,13 @@ class TritonFleet:
 
     def _timeout(self, server: ServerLink, model: str, deadline_ns: int) -> float:
         left = self._left_s(deadline_ns)
-        if left is None:
-            return self.config.attempt_timeout_s
         floor = self.config.min_attempt_s
         others = self._candidates(model, (server,))
-        if others:
+        if left is not None and others:
             reserve = max(floor, 2 * others[0].latency.get(model, floor / 2))
             if left - reserve >= max(floor, server.latency.get(model, 0.0)):
-                return left - reserve
-        return max(left, 1e-6)
+                return min(left - reserve, self.config.attempt_timeout_s)
+        return self.config.attempt_timeout_s
 
     async def _attempt(
         self,

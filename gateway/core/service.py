@@ -137,6 +137,9 @@ class Service:
                 await self._shadow.close()
             await self._manager.close(timeout_s=0 if timeout_s is not None else None)
             self._loader.close()
+            aclose = getattr(self._loader, "aclose", None)  # a loader with connections of its own
+            if aclose is not None:
+                await aclose()
             self._closed = True
 
     def server_live(self) -> bool:

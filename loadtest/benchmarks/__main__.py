@@ -15,6 +15,7 @@ SECTIONS = {
     "variants": "loadtest.benchmarks.variants",
     "gateway": "loadtest.benchmarks.gateway",
     "peers": "loadtest.benchmarks.peers",
+    "fleet": "loadtest.benchmarks.fleet",
     "policy": "loadtest.benchmarks.policy",
     "overload": "loadtest.benchmarks.overload",
     "drift": "loadtest.benchmarks.drift",
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         help="policy: one repetition at 0.15x lengths (smoke, not a result)",
     )
     p.add_argument("--no-triton", action="store_true", help="policy: leave the Triton baseline out")
+    p.add_argument(
+        "--fleet-quick", action="store_true", help="fleet: one round of short windows (smoke, not a result)"
+    )
     args = p.parse_args(argv)
     (args.docs / "benchmarks").mkdir(parents=True, exist_ok=True)
     for name in args.only or DEFAULT:

@@ -19,6 +19,7 @@ from gateway.protocol.codec import RequestLimits
 from gateway.protocol.grpc_limits import GrpcLimits
 from gateway.protocol.http import HttpOptions
 from gateway.protocol.http_server import HttpLimits
+from gateway.backends.triton import FleetConfig
 from gateway.settings import Settings
 
 # setting -> (configuration class, its field); main.py / policies.py build that field from the setting.
@@ -58,6 +59,9 @@ FROM_CONFIG: dict[str, tuple[type[Any], str]] = {
     "grpc_max_connection_idle_secs": (GrpcLimits, "max_connection_idle_s"),
     "grpc_max_connection_age_secs": (GrpcLimits, "max_connection_age_s"),
     "grpc_handshake_timeout_secs": (GrpcLimits, "handshake_timeout_s"),
+    "triton_protocol": (FleetConfig, "protocol"),
+    "triton_slots_per_server": (FleetConfig, "slots_per_server"),
+    "triton_health_interval_secs": (FleetConfig, "health_interval_s"),
 }
 
 # Settings whose default only the gateway has: listeners, wiring, the backend's knobs, the policy's name, and
@@ -92,6 +96,9 @@ GATEWAY_OWN = {
     "event_loop",
     "default_max_queue_size",
     "default_queue_timeout_ms",
+    "triton_servers",  # none by default: every variant in-process
+    "placement",  # None: 'both' with Triton servers, else 'local'
+    "variant_placement",
 }
 
 
@@ -141,3 +148,16 @@ def test_a_changed_configuration_default_is_caught() -> None:
     """The check itself can fail: a configuration whose default differs from the setting's is reported."""
     changed = dataclasses.make_dataclass("Changed", [("cooldown_s", float, dataclasses.field(default=9.0))])
     assert _config_default(changed, "cooldown_s") != _settings_default("circuit_breaker_cooldown_secs")
+
+
+def test_placement_settings_name_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="needs --triton-servers"):
+        Settings(placement="remote")
+    with pytest.raises(ValueError, match=r"'tiny.int8=far' must be NAME=local\|remote\|both"):
+        Settings(triton_servers="127.0.0.1:8001", variant_placement="tiny.fp32=local,tiny.int8=far")
+    with pytest.raises(ValueError, match="entry 2"):
+        Settings(triton_servers="127.0.0.1:8001,nohost")
+    both = Settings(triton_servers="127.0.0.1:8001, 127.0.0.1:9001", variant_placement="tiny.int8=remote")
+    assert both.default_placement == "both" and Settings().default_placement == "local"
+    fleet = both.fleet_config()
+    assert fleet is not None and fleet.servers == ("127.0.0.1:8001", "127.0.0.1:9001")

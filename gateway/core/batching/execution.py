@@ -22,7 +22,7 @@ from gateway.core.batching.padding import length, merge, split
 from gateway.core.batching.pool import REMOTE, Grant
 from gateway.core.batching.queue import BatchResult, QueuedRequest, call_or_all_done
 from gateway.core.config import ModelConfig
-from gateway.core.errors import BackendError, DeadlineExceeded
+from gateway.core.errors import BackendError, DeadlineExceeded, GatewayError
 from gateway.core.models.runner import Runner
 from gateway.core.telemetry.observer import BatchEvent, Observer
 
@@ -75,10 +75,12 @@ async def execute(job: Job, batch: list[QueuedRequest], grant: Grant) -> None:
         t3 = time.monotonic_ns()
     except Exception as e:  # noqa: BLE001 - a backend failure fails this batch only
         job.done(rows, len(batch), (time.monotonic_ns() - t0) / 1e9, False, grant, seq)
-        error = BackendError(
+        error: GatewayError = BackendError(
             f"model {job.model!r} version {job.version} failed on a batch of {rows} rows: "
             f"{type(e).__name__}: {e}"
         )
+        if isinstance(e, GatewayError):  # a runner that says what went wrong (a remote server's refusal)
+            error = type(e)(f"model {job.model!r} version {job.version}: {e}")
         for it in batch:
             if not it.future.done():
                 it.future.set_exception(error)

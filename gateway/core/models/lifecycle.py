@@ -36,7 +36,7 @@ class ModelManager:
         self._registry = registry
         self._loader = loader
         self._observer = observer
-        self.pool = pool or ComputePool(*loader.pool_shape)
+        self.pool = pool or ComputePool(*loader.pool_shape, remote=getattr(loader, "remote_slots", None))
         self._lock = asyncio.Lock()
         self._refused: dict[str, str] = {}  # model -> spec_key that failed to load
 
