@@ -10,9 +10,9 @@ that variant's batcher to run at once on the grant (``Batcher.dispatch``). Work-
 runs what is queued at once, so nothing waits for a batch to fill while a core is free; batches grow by
 themselves while the cores are busy. When nothing is in time, ``--slo-infeasible`` decides: ``serve`` the
 earliest answer late, ``reject`` also refuses at arrival a request the fastest variant could not answer in
-time on an idle pool, ``shed`` answers the requests of the batch that would be late even on the fastest
-with ``Overloaded``. Pinned requests (a variant named) never come here: they keep Triton's batcher, on the
-same pool.
+time on an idle pool, ``shed`` answers the requests of the batch that would be late on the fastest even
+at its typical (p50) time with ``Overloaded``. Pinned requests (a variant named) never come here: they
+keep Triton's batcher, on the same pool.
 
 Variants are read at every decision (a reload takes effect at the next batch); demoted variants (drift) and
 dominated ones are left out; the budget is the running mean of the card losses of the requests served
@@ -169,7 +169,11 @@ class LateBinding:
         """Bind and dispatch one batch; False when nothing could be dispatched now. Local slots first; a
         remote slot takes a batch of the variants placed on the fleet, those placed ``both`` only when the
         queue's head would be late waiting for the next local slot."""
-        queue = deadline_order(m.queue)
+        # answered ones (shed, refused, cancelled) leave the queue in their futures' callbacks, which run
+        # after this loop: they are not the queue's any more
+        queue = [it for it in deadline_order(m.queue) if not it.future.done()]
+        if not queue:
+            return False
         try:
             bound = [b for b in m.variants() if b[1].accepting]
             if not bound:
@@ -232,16 +236,12 @@ class LateBinding:
                 )
             )
             return True
-        if (
-            not choice.feasible
-            and self.config.infeasible is Infeasible.SHED
-            and shed(logical, choice, now + self._overhead_ns(), self._observer)
-        ):
-            return True
-        if remote:
-            grant = self.pool.try_take_remote(choice.predicted_ns)
-        else:
-            grant = self.pool.try_take(alone=choice.mode == WIDE, predicted_ns=choice.predicted_ns)
+        if not choice.feasible and self.config.infeasible is Infeasible.SHED:
+            typical = self._typical_ns(choice, now)
+            if shed(logical, choice, now + self._overhead_ns(), typical, self._observer):
+                return True
+        predicted, alone = choice.predicted_ns, choice.mode == WIDE
+        grant = self.pool.try_take_remote(predicted) if remote else self.pool.try_take(alone, predicted)
         if grant is None:
             return False
         candidate, batcher, target = by_name[choice.variant.name]
@@ -254,6 +254,11 @@ class LateBinding:
         self._removed.set()
         self._served(logical, m, candidate.model_name, choice, now)
         return True
+
+    def _typical_ns(self, choice: Choice, now: int) -> int:
+        assert choice.variant is not None
+        rows, length = sum(it.rows for it in choice.items), max(it.length for it in choice.items)
+        return self.latency.predict_ns(choice.variant.name, rows, now, 0.5, choice.mode, length)
 
     def _options(self, m: Logical, bound: Sequence[Bound]) -> tuple[list[Option], dict[str, Bound]]:
         return options_for(m, bound, self.config, self._drift)
