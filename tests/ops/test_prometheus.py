@@ -49,6 +49,8 @@ VARIANTS = ("tiny.fp32", "tiny.int8", "tiny.bad")
 RATE_INTERVAL = "1m"  # Grafana's $__rate_interval; the run is shorter than it, rate() uses what is there
 DATA_TIMEOUT_S = 20.0
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "ops"
+WRITE_DOCS = os.environ.get("VARIGATE_OPS_DOCS") == "1"
+STRETCH = 12 if WRITE_DOCS else 1  # the docs' run: phases 12x longer (~3 min), so 1-minute rates settle
 DOC_PANELS = (
     "Request rate by variant",
     "Request latency p50 / p99 by variant",
@@ -72,15 +74,15 @@ async def _drive(gw: GatewayProcess) -> None:
     """~12 s: light traffic (fp32 serves, shadows catch ``bad``), a burst (the mix steps down to int8),
     light again; requests with an SLO of 1 ms (refused at arrival) and two with a poisoned id between."""
     async with tha.InferenceServerClient(gw.http, conn_limit=300) as client:
-        await open_loop(client, MODEL, [(4, 10)])
+        await open_loop(client, MODEL, [(4 * STRETCH, 10)])
         ids = np.full((1, 4), POISON_ID, dtype=np.int64)
         for seed in range(2):
             with pytest.raises(InferenceServerException):
                 await client.infer("tiny.int8", infer_inputs(th, ids, np.ones_like(ids)))
             refused = await open_loop(client, MODEL, [(0.5, 10)], slo_ms=1)  # under --slo-infeasible reject
             assert all(r.status != "ok" for r in refused), seed
-        await open_loop(client, MODEL, [(3, 50)], 4)
-        await open_loop(client, MODEL, [(3, 10)])
+        await open_loop(client, MODEL, [(3 * STRETCH, 50)], 4)
+        await open_loop(client, MODEL, [(3 * STRETCH, 10)])
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +177,7 @@ def test_promtool_check_metrics_on_the_gateways_metrics(scraped: Scraped) -> Non
 
 
 def test_panel_images_from_the_run(scraped: Scraped, tmp_path: Path) -> None:
-    out = DOCS if os.environ.get("VARIGATE_OPS_DOCS") == "1" else tmp_path
+    out = DOCS if WRITE_DOCS else tmp_path
     chosen = [p for row in panels.ROWS for p in row.panels if p.title in DOC_PANELS]
     assert len(chosen) == len(DOC_PANELS)
     drawn = render_panels(scraped.api, chosen, scraped.variables, scraped.start_s, time.time(), out)
