@@ -270,7 +270,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     raise_fd_limit(settings)
-    metrics = Metrics()
+    metrics = Metrics(triton_compatible=settings.metrics_triton_compatible)
     gateway = Gateway(settings, build_service(settings, metrics), metrics)
     try:
         await gateway.start()

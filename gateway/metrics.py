@@ -95,8 +95,9 @@ class Metrics:
 
     content_type = CONTENT_TYPE_PLAIN_0_0_4  # the format render() writes
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, triton_compatible: bool = True) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.triton_compatible = triton_compatible  # False: render() leaves the nv_inference_* family out
         r = self.registry
         mv = ["model", "variant"]
         self.requests = Counter(
@@ -224,11 +225,14 @@ class Metrics:
                 self._inflight(logical_model, model, version).set(inflight)
                 pending[(("model", model), ("version", version))] = queued
             for kind, families in (("counter", _TRITON_COUNTERS), ("gauge", _TRITON_GAUGES)):
+                if not self.triton_compatible:
+                    break
                 for name, help_text in families.items():
                     lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
                     for labels, value in sorted(self._triton.get(name, {}).items()):
                         lines.append(f"{name}{{{_labels(labels)}}} {_number(value)}")
-        return generate_latest(self.registry) + ("\n".join(lines) + "\n").encode()
+        triton = ("\n".join(lines) + "\n").encode() if lines else b""
+        return generate_latest(self.registry) + triton
 
     def asgi_app(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         """A minimal ASGI app answering ``GET /metrics`` (and ``/``) with ``render()``."""

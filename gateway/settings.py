@@ -56,6 +56,11 @@ class Settings(FleetSettings, ServerLimits):
     allow_http: bool = Field(True, description="Serve the HTTP protocol.")
     allow_grpc: bool = Field(True, description="Serve the gRPC protocol.")
     allow_metrics: bool = Field(True, description="Serve Prometheus metrics on their own port.")
+    metrics_triton_compatible: bool = Field(
+        True,
+        description="Also expose Triton's nv_inference_* metrics under Triton's own names (so Triton "
+        "dashboards work; promtool's lint flags those names). Off: only the varigate_* family.",
+    )
     model_control_mode: ControlModeName = Field(
         "none",
         description="Triton's model control: 'none' loads every model at start, 'poll' also applies "

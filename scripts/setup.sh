@@ -8,8 +8,9 @@ PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
 # Debian packages some tests need; installed only when missing. fortunes-min and fortunes: the general-English
-# text MiniLM's variants are gated on (compressor/english.py).
-APT_PACKAGES=(fortunes-min fortunes)
+# text MiniLM's variants are gated on (compressor/english.py). docker-compose: tests/ops validates
+# deploy/compose with it (Debian's prometheus comes from scripts/peers/prometheus.sh, when a test needs it).
+APT_PACKAGES=(fortunes-min fortunes docker-compose)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

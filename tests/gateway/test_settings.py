@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.backends.triton import FleetConfig
 from gateway.core.drift.monitor import DriftConfig
 from gateway.core.models.health import HealthConfig
 from gateway.core.selection.baselines import InfaasPolicy
@@ -19,7 +20,6 @@ from gateway.protocol.codec import RequestLimits
 from gateway.protocol.grpc_limits import GrpcLimits
 from gateway.protocol.http import HttpOptions
 from gateway.protocol.http_server import HttpLimits
-from gateway.backends.triton import FleetConfig
 from gateway.settings import Settings
 
 # setting -> (configuration class, its field); main.py / policies.py build that field from the setting.
@@ -77,6 +77,7 @@ GATEWAY_OWN = {
     "allow_http",
     "allow_grpc",
     "allow_metrics",
+    "metrics_triton_compatible",
     "model_control_mode",
     "load_model",
     "repository_poll_secs",

@@ -29,8 +29,9 @@ import tritonclient.http.aio as tha
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from loadtest.peers.triton import TritonServer, ensure_installed
 from tests.e2e.support import infer_inputs, run_gateway
-from tests.fixtures.tinyrepo import POISON_ID
+from tests.fixtures.tinyrepo import POISON_ID, build_tiny_repository
 from tests.gateway.policy.conftest import FAST_POLICY, PAIR
 from tests.gateway.policy.support import DELAYS, GatewayProcess, open_loop
 from tests.ops.support import RULES, PrometheusServer, peer_binaries
@@ -38,11 +39,7 @@ from varigate.ops import panels
 from varigate.ops.dashboard import OUTPUT, queries
 from varigate.ops.promql import Prometheus, Series
 from varigate.ops.render import render_panels
-
-# Panels (titles) that cannot have data without a Triton fleet (issue 14: the gateway's --triton-servers):
-# their queries are only checked to evaluate without error. With a fleet running, move them to data checks
-# by emptying this list (the test then asserts their series and labels like every other panel's).
-EVALUATED_WITHOUT_DATA_UNTIL_TRITON_FLEET = [p.title for p in panels.BACKEND_SERVERS.panels]
+from varigate.triton_repo import write_python_backend_repo
 
 MODEL = "tiny"
 VARIANTS = ("tiny.fp32", "tiny.int8", "tiny.bad")
@@ -87,21 +84,31 @@ async def _drive(gw: GatewayProcess) -> None:
 
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
+    """The gateway runs ``tiny.bad`` on a real Triton server (``--variant-placement tiny.bad=remote``): every
+    request's shadow goes there, so the backend-server panels have data too."""
     tmp = tmp_path_factory.mktemp("prometheus")
     peer_binaries()  # installs Debian's prometheus when missing (outside the timed part)
-    args = [*("--backend", PAIR, *FAST_POLICY, "--shadow-fraction", "1", "--drift-min-samples", "10"),
-            *("--slo-infeasible", "reject")]  # fmt: skip
-    for gw in run_gateway(
-        tmp / "gw", args, variants=("fp32", "int8", "bad"), delays_ms=DELAYS, losses=(("bad", 0.005),),
+    repo = build_tiny_repository(
+        tmp / "repo", variants=("fp32", "int8", "bad"), delays_ms=DELAYS, losses=(("bad", 0.005),),
         default_slo_ms=250,
-    ):  # fmt: skip
-        target = f"127.0.0.1:{gw.metrics_port}"
-        with PrometheusServer(tmp / "prom", [target]) as prom:
-            start = time.time()
-            asyncio.run(_drive(gw))
-            end = time.time()
-            variables = {"model": MODEL, "instance": target, "__rate_interval": RATE_INTERVAL}
-            yield Scraped(gw, prom.api, variables, start, end)
+    )  # fmt: skip
+    write_python_backend_repo(repo, tmp / "triton", ["tiny.bad"])
+    with TritonServer(ensure_installed(), tmp / "triton", tmp / "triton.log") as triton:
+        args = [*("--backend", PAIR, *FAST_POLICY, "--shadow-fraction", "1", "--drift-min-samples", "10"),
+                *("--slo-infeasible", "reject", "--triton-servers", triton.grpc_url),
+                *("--variant-placement", "tiny.bad=remote")]  # fmt: skip
+        gw = GatewayProcess(repo, tmp / "gateway.log", args)
+        try:
+            gw.start()
+            target = f"127.0.0.1:{gw.metrics_port}"
+            with PrometheusServer(tmp / "prom", [target]) as prom:
+                start = time.time()
+                asyncio.run(_drive(gw))
+                end = time.time()
+                variables = {"model": MODEL, "instance": target, "__rate_interval": RATE_INTERVAL}
+                yield Scraped(gw, prom.api, variables, start, end)
+        finally:
+            gw.kill()
 
 
 def _until_data(api: Prometheus, expr: str) -> list[Series]:
@@ -125,9 +132,6 @@ def test_every_panel_query_returns_data_with_its_labels(scraped: Scraped) -> Non
     assert len(found) == sum(len(p.targets) for row in panels.ROWS for p in row.panels)
     for title, expr, legend in found:
         concrete = panels.substitute(expr, scraped.variables)
-        if title in EVALUATED_WITHOUT_DATA_UNTIL_TRITON_FLEET:
-            scraped.api.query(concrete)  # raises on an error answer
-            continue
         labels = panels.Target(expr, legend).labels
         series = _until_data(scraped.api, concrete)
         _assert_labelled(series, labels, f"{title}: {concrete}")
@@ -162,18 +166,29 @@ def test_every_recording_rule_returns_data_with_its_labels(scraped: Scraped) -> 
         _assert_labelled(_until_data(scraped.api, rule["record"]), labels, rule["record"])
 
 
-def test_promtool_check_metrics_on_the_gateways_metrics(scraped: Scraped) -> None:
-    """The native family (``varigate_*``) passes. The Triton-compatible family keeps Triton's own names
-    (``nv_inference_count``, ``..._duration_us``, counters without ``_total``) so Triton dashboards work
-    unchanged; promtool's lint flags exactly those names, and nothing else."""
-    text = httpx.get(scraped.gateway.metrics_url).text
+def test_promtool_check_metrics_on_the_gateways_metrics(scraped: Scraped, tmp_path: Path) -> None:
+    """With ``--no-metrics-triton-compatible`` the gateway's whole /metrics passes promtool's lint. By
+    default it also carries Triton's own family (``nv_inference_count``, ``..._duration_us``, counters
+    without ``_total``) so Triton dashboards work unchanged; promtool flags exactly those names and nothing
+    else (the native ``varigate_*`` family, the fleet's included, passes)."""
     promtool = str(peer_binaries()[0])
-    native = "".join(f"# HELP {block}" for block in text.split("# HELP ") if block.startswith("varigate_"))
-    done = subprocess.run([promtool, "check", "metrics"], input=native, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    text = httpx.get(scraped.gateway.metrics_url).text
+    assert "varigate_backend_server_up" in text and "nv_inference_count" in text
     done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     problems = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert problems and all(line.split()[0].startswith("nv_inference_") for line in problems), problems
+    for gw in run_gateway(tmp_path, ["--no-metrics-triton-compatible"]):
+        asyncio.run(_light(gw))
+        text = httpx.get(gw.metrics_url).text
+    assert "varigate_requests_total" in text and "nv_inference" not in text
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def _light(gw: GatewayProcess) -> None:
+    async with tha.InferenceServerClient(gw.http) as client:
+        replies = await open_loop(client, MODEL, [(1.0, 10)])
+    assert all(r.status == "ok" for r in replies)
 
 
 def test_panel_images_from_the_run(scraped: Scraped, tmp_path: Path) -> None:
