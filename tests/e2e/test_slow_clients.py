@@ -93,12 +93,15 @@ async def _scenario(gw: GatewayProcess) -> tuple[dict[str, list[tuple[float, byt
     socks = {k: [await _stall(k, gw) for _ in range(n)] for k, n in STALLED.items()}
     opened_s = time.monotonic() - t0
     assert opened_s < TIMEOUT_S / 2, f"opening the stalled sockets took {opened_s:.1f} s"
-    peak = open_fds(gw.pid)
     end = t0 + TIMEOUT_S * 0.9  # normal requests while every stalled socket is still open
+    # the gateway accepts from its listen backlog at its own pace: its fd count peaks some time after the
+    # last connect() returned, so it is sampled while the stalled sockets are all still open
+    sampled = asyncio.create_task(_peak_fds(gw.pid, end))
     closes = {k: [asyncio.ensure_future(_closed_after(r, t0)) for r, _ in v] for k, v in socks.items()}
     slowloris = [w for _, w in socks["slowloris"]]
     trickle = asyncio.create_task(_trickle(slowloris, t0 + 3 * TIMEOUT_S))
     latencies = await _normal_traffic(gw, end)
+    peak = await sampled
     done = {k: await asyncio.wait_for(asyncio.gather(*v), 3 * TIMEOUT_S) for k, v in closes.items()}
     trickle.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -107,6 +110,14 @@ async def _scenario(gw: GatewayProcess) -> tuple[dict[str, list[tuple[float, byt
         for _, w in v:
             w.close()
     return done, latencies, peak
+
+
+async def _peak_fds(pid: int, until: float) -> int:
+    peak = open_fds(pid)
+    while time.monotonic() < until:
+        await asyncio.sleep(0.05)  # sampling interval
+        peak = max(peak, open_fds(pid))
+    return peak
 
 
 def _fds_settle(pid: int, target: int, timeout_s: float = 10.0) -> int:
