@@ -81,7 +81,6 @@ class PlacedLoader:
         self.local, self.placement = local, scaleout.placement
         self.overrides = dict(scaleout.overrides)
         self.fleet = TritonFleet(scaleout.fleet, scaleout.registry)
-        self._slots = scaleout.fleet.slots_per_server
         self._started: asyncio.Task[None] | None = None
 
     @property
@@ -92,7 +91,7 @@ class PlacedLoader:
         return self.overrides.get(variant, self.placement)
 
     def remote_slots(self) -> int:
-        return self._slots * sum(1 for s in self.fleet.states() if s.up and s.circuit != "open")
+        return self.fleet.capacity()
 
     async def load(self, spec: ModelSpec, version: int) -> PlacedRunner:
         where = self.placement_of(spec.name)

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from gateway.backends.triton_breaker import CircuitBreaker
+from gateway.backends.triton_breaker import Circuit, CircuitBreaker
 from gateway.backends.triton_config import (
     FleetConfig,
     FleetError,
@@ -91,6 +91,12 @@ class TritonFleet:
     def free_slots(self, model: str) -> int:
         slots = self.config.slots_per_server
         return sum(max(0, slots - s.outstanding) for s in self._servers if s.serves(model))
+
+    def capacity(self) -> int:
+        """Batches the fleet takes at once: ``slots_per_server`` for each server up with its circuit not
+        open (cheap: the scheduler reads it at every decision)."""
+        usable = sum(1 for s in self._servers if s.up and s.breaker.state is not Circuit.OPEN)
+        return self.config.slots_per_server * usable
 
     def states(self) -> tuple[ServerState, ...]:
         return tuple(s.snapshot() for s in self._servers)
