@@ -36,8 +36,9 @@ from gateway.core.drift.monitor import DriftMonitor
 from gateway.core.errors import GatewayError, ModelNotReady, Unavailable
 from gateway.core.models.runner import placement_of, remote_ready
 from gateway.core.selection.choice import Choice, Option, Pool, choose, deadline_order, pool_view, urgency
+from gateway.core.selection.choice_plan import expected
 from gateway.core.selection.events import NullPolicyObserver, PolicyObserver
-from gateway.core.selection.late_state import Bound, Logical, Variants, know, options_for
+from gateway.core.selection.late_state import ARRIVALS_KEPT, Bound, Logical, Variants, know, options_for
 from gateway.core.selection.latency_model import LatencyModel, Window
 from gateway.core.selection.ledger import Ledger
 from gateway.core.selection.policy import Candidate, MostAccuratePolicy, PolicyContext
@@ -46,6 +47,7 @@ from gateway.core.selection.slo import Infeasible, SloConfig, SloTerms
 from gateway.core.telemetry.observer import BatchEvent, NullObserver, Observer, Outcome, RequestEvent
 
 S = 1_000_000_000
+RATE_WINDOW_NS = S // 2  # the arrival rate the choice expects next: that of the last half second
 
 
 class LateBinding:
@@ -111,6 +113,8 @@ class LateBinding:
         item = m.queue.push(feeds, rows, signature(config, feeds), priority, timeout_us, deadline)
         item.max_loss = math.inf if terms.max_loss is None else terms.max_loss
         item.length = length(config, feeds)
+        m.arrivals.append(now_ns)
+        m.latest = item
         item.future.add_done_callback(lambda _f: self._gone(logical, m, item))
         m.inflight += 1
         self._report(logical, m)
@@ -201,13 +205,14 @@ class LateBinding:
         view = pool_view(self.pool, now)
         start = view.free_at_ns[0] if view.free_at_ns else now
         options, _ = self._options(m, local)
-        choice = self._choose(queue, options, view, now, start)
-        return choice.variant is not None and choice.feasible
+        choice = self._choose(m, queue, options, view, now, start)
+        return choice.variant is not None and not choice.misses and not choice.hopeless
 
     def _choose(
-        self, queue: list[QueuedRequest], options: list[Option], view: Pool, now: int, start: int
+        self, m: Logical, queue: list[QueuedRequest], options: list[Option], view: Pool, now: int, start: int
     ) -> Choice:
         cfg = self.config
+        ahead = expected(m.latest, m.arrivals, now, RATE_WINDOW_NS, ARRIVALS_KEPT)
         return choose(
             queue,
             options,
@@ -216,6 +221,8 @@ class LateBinding:
             start,
             self._overhead_ns(),
             lambda it: round((it.deadline_ns - it.enqueued_ns) * cfg.margin_fraction + cfg.margin_ms * 1e6),
+            ahead,
+            cfg.infeasible is Infeasible.SHED,
         )
 
     def _bind(
@@ -228,7 +235,11 @@ class LateBinding:
         remote: bool,
     ) -> bool:
         options, by_name = self._options(m, bound)
-        choice = self._choose(queue, options, pool_view(self.pool, now, remote), now, now)
+        choice = self._choose(m, queue, options, pool_view(self.pool, now, remote), now, now)
+        if choice.hopeless and self.config.infeasible is Infeasible.SHED:
+            shed(logical, choice.hopeless, now, self._observer)
+            if not choice.items:
+                return True
         if choice.variant is None:
             queue[0].future.set_exception(
                 ModelNotReady(
@@ -236,10 +247,6 @@ class LateBinding:
                 )
             )
             return True
-        if not choice.feasible and self.config.infeasible is Infeasible.SHED:
-            typical = self._typical_ns(choice, now)
-            if shed(logical, choice, now + self._overhead_ns(), typical, self._observer):
-                return True
         predicted, alone = choice.predicted_ns, choice.mode == WIDE
         grant = self.pool.try_take_remote(predicted) if remote else self.pool.try_take(alone, predicted)
         if grant is None:
@@ -254,11 +261,6 @@ class LateBinding:
         self._removed.set()
         self._served(logical, m, candidate.model_name, choice, now)
         return True
-
-    def _typical_ns(self, choice: Choice, now: int) -> int:
-        assert choice.variant is not None
-        rows, length = sum(it.rows for it in choice.items), max(it.length for it in choice.items)
-        return self.latency.predict_ns(choice.variant.name, rows, now, 0.5, choice.mode, length)
 
     def _options(self, m: Logical, bound: Sequence[Bound]) -> tuple[list[Option], dict[str, Bound]]:
         return options_for(m, bound, self.config, self._drift)

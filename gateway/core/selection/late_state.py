@@ -4,13 +4,14 @@ each with its loss and whether the accuracy budget admits it now."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.batching.batcher import Batcher
 from gateway.core.batching.formation import Rules
-from gateway.core.batching.queue import RequestQueue
+from gateway.core.batching.queue import QueuedRequest, RequestQueue
 from gateway.core.selection.choice import Option
 from gateway.core.selection.latency_model import LatencyModel
 from gateway.core.selection.ledger import Ledger
@@ -21,6 +22,7 @@ from gateway.core.selection.variants import Demotions, demoted, eligible_order, 
 Bound = tuple[Candidate, Batcher, Any]  # a READY variant, its batcher, and what the data plane calls it
 Variants = Callable[[], Sequence[Bound]]
 VariantsKey = tuple[tuple[str, str, bool], ...]  # (model, version, demoted) of each variant
+ARRIVALS_KEPT = 1024  # arrival times kept per logical model, for its recent rate
 _ORDERS_KEPT = 8  # orders cached per logical model: a few placements' subsets; old versions' keys go
 
 
@@ -33,6 +35,8 @@ class Logical:
     known: dict[str, str] = field(default_factory=dict)  # model -> version the latency model knows
     order: list[str] = field(default_factory=list)  # eligible variants of the last choice, best first
     orders: dict[VariantsKey, list[str]] = field(default_factory=dict)  # eligible variants per set
+    arrivals: deque[int] = field(default_factory=lambda: deque(maxlen=ARRIVALS_KEPT))  # enqueue times
+    latest: QueuedRequest | None = None  # the newest request: the shape of those expected next
 
 
 def options_for(

@@ -1,13 +1,14 @@
 """What late binding answers instead of a result: refusals at arrival (a client's deadline, or an SLO the
-fastest variant cannot meet on an idle pool with ``--slo-infeasible reject``), requests shed from a batch
-that would be late on every variant (``shed``), and requests that run past their hard deadline. Times are
+fastest variant cannot meet on an idle pool with ``--slo-infeasible reject``), requests shed as late on every
+variant (``shed``), and requests that run past their hard deadline. Times are
 ``time.monotonic_ns()``, durations nanoseconds."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.core.batching.queue import QueuedRequest
 from gateway.core.errors import DeadlineExceeded, Overloaded
-from gateway.core.selection.choice import Choice
 from gateway.core.selection.events import PolicyObserver
 from gateway.core.selection.slo import Infeasible, SloConfig, SloTerms
 
@@ -33,23 +34,19 @@ def refuse_early(
         )
 
 
-def shed(logical: str, choice: Choice, start_ns: int, typical_ns: int, observer: PolicyObserver) -> bool:
-    """Answer the requests of ``choice`` (the earliest answer, starting at ``start_ns`` with the gateway's
-    overhead) that would end after their deadlines even at the batch's typical time ``typical_ns`` with
-    ``Overloaded``; whether any were. The choice is infeasible at its tail time, but a request shed is a
-    certain miss and one served only a likely one: only those late even when the batch runs as it
-    usually does are shed."""
-    end = start_ns + min(typical_ns, choice.predicted_ns)
-    late = [it for it in choice.items if it.deadline_ns and end > it.deadline_ns]
-    for it in late:
+def shed(logical: str, items: Sequence[QueuedRequest], now_ns: int, observer: PolicyObserver) -> None:
+    """Answer ``items`` with ``Overloaded``: each would end after its deadline even alone on the fastest
+    variant, started now, at its typical time (``choice.hopeless``), so serving it is a certain miss and
+    costs the requests behind it their time."""
+    for it in items:
         observer.rejection(logical, "overloaded")
         it.future.set_exception(
             Overloaded(
-                f"model {logical!r} cannot meet the request's SLO on any variant: the earliest answer "
-                f"would come {(end - it.deadline_ns) / 1e6:.1f} ms after its deadline"
+                f"model {logical!r} cannot meet the request's SLO on any variant: "
+                f"{max(0, it.deadline_ns - now_ns) / 1e6:.1f} ms are left before its deadline, less than "
+                "the fastest variant needs"
             )
         )
-    return bool(late)
 
 
 def expire(item: QueuedRequest, logical: str) -> None:

@@ -1,0 +1,121 @@
+"""Late binding's per-batch choice (``selection.choice.choose``) on its own: a queue, three variants, a
+two-slot pool and a latency model given as numbers, so each decision can be worked out by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.core.batching.formation import Rules
+from gateway.core.batching.pool import NARROW, WIDE, Mode
+from gateway.core.batching.queue import QueuedRequest
+from gateway.core.selection.choice import Choice, Option, Pool, choose
+from gateway.core.selection.choice_plan import Waiting, expected
+from gateway.core.selection.slo import Reason
+
+MS = 1_000_000
+NOW = 10_000 * MS
+SLO = 60 * MS
+RULES = Rules(batching=True, max_rows=16, preferred=(), delay_ns=0, slots=1)
+FP32 = Option("fp32", RULES, 0.0, True)
+INT8 = Option("int8", RULES, 0.009, True)
+FAST = Option("fast", RULES, 0.047, False, admitted=False)  # beyond the budget, not admitted now
+OPTIONS = [FP32, INT8, FAST]
+PER_ROW = {"fp32": 10 * MS, "int8": 5 * MS, "fast": 3 * MS}  # narrow; wide is twice as fast
+IDLE = Pool((NOW, NOW), WIDE, NARROW)
+
+
+def predict(name: str, rows: int, mode: Mode, length: int, q: float | None) -> int:
+    """Linear in rows, a row's cost a third more at the tail than typically (p50)."""
+    t = PER_ROW[name] * (2 + rows) // 3
+    t = t // 2 if mode == WIDE else t
+    return t if q == 0.5 else t * 4 // 3
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def queued(loop: asyncio.AbstractEventLoop, ages_ms: list[float], slo: int = SLO) -> list[QueuedRequest]:
+    """Requests of one row queued ``ages_ms`` before now, most urgent (oldest) first."""
+    out = []
+    for age in sorted(ages_ms, reverse=True):
+        at = NOW - round(age * MS)
+        it = QueuedRequest({}, 1, 0, (("s", (1,)),), at, loop.create_future(), deadline_ns=at + slo)
+        it.length = 64
+        out.append(it)
+    return out
+
+
+def decide(queue: list[QueuedRequest], pool: Pool = IDLE, ahead: list[Waiting] | None = None) -> Choice:
+    return choose(queue, OPTIONS, pool, predict, NOW, MS, lambda it: 2 * MS, ahead or [])
+
+
+def test_an_idle_pool_and_no_arrivals_take_the_most_accurate_variant_for_the_whole_queue(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    queue = queued(loop, [3, 2, 1])
+    choice = decide(queue)
+    assert choice.variant is FP32 and choice.reason is Reason.SLO
+    assert choice.items == tuple(queue) and choice.mode == WIDE
+    assert choice.misses == 0 and choice.feasible and not choice.hopeless
+
+
+def test_arrivals_expected_at_a_high_rate_move_the_batch_to_a_faster_variant(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Three rows of fp32 take 22 ms narrow at the tail, in time alone. At one arrival every 0.7 ms the
+    requests that arrive while they run would not all be in time behind them, even on int8: int8 now
+    saves every one (the simulation is worked out in ``choice_plan.behind``)."""
+    queue = queued(loop, [3, 2, 1])
+    busy = Pool((NOW, NOW + 20 * MS), NARROW, NARROW)
+    assert decide(queue, busy).variant is FP32
+    gap = 700_000
+    arrivals = [NOW - k * gap for k in range(714 - 1, -1, -1)]  # 714 in the last 500 ms
+    ahead: list[Waiting] = list(expected(queue[-1], arrivals, NOW, 500 * MS, 1024))
+    assert len(ahead) == 85 and abs(ahead[0].enqueued_ns - (NOW + gap)) < 1000
+    assert all(a.deadline_ns - a.enqueued_ns == SLO for a in ahead)
+    choice = decide(queue, busy, ahead)
+    assert choice.variant is INT8 and choice.reason is Reason.STEP_DOWN and choice.misses == 0
+    slower = [NOW - k * 4 * MS for k in range(124, -1, -1)]  # one every 4 ms: fp32 stays
+    assert decide(queue, busy, list(expected(queue[-1], slower, NOW, 500 * MS, 1024))).variant is FP32
+
+
+def test_under_overload_the_hopeless_are_set_apart_and_the_rest_go_to_the_fastest_within_budget(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Two requests are past saving (3 ms left, int8 needs 5 ms alone at its typical time); the other 60
+    cannot all be in time either. The batch is int8's (the budget keeps ``fast`` out, fp32 is slower),
+    several rows, never one at a time."""
+    queue = queued(loop, [57, 56.5, *(10 - k / 6 for k in range(60))])
+    both = Pool((NOW, NOW), NARROW, NARROW)
+    choice = decide(queue, both)
+    assert choice.hopeless == tuple(queue[:2])
+    assert choice.variant is INT8 and choice.misses > 0 and not set(choice.items) & set(queue[:2])
+    assert choice.items == tuple(queue[2 : 2 + len(choice.items)]) and len(choice.items) >= 4
+    kept = choose(queue, OPTIONS, both, predict, NOW, MS, lambda it: 2 * MS, [], set_apart=False)
+    assert not kept.hopeless and kept.items[:2] == tuple(queue[:2])
+
+
+def test_a_variant_beyond_the_budget_runs_only_when_the_budget_admits_it(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    queue = queued(loop, [40 - k * 0.5 for k in range(30)])
+    busy = Pool((NOW, NOW + 30 * MS), NARROW, NARROW)
+    assert decide(queue, busy).variant is INT8
+    admitted = Option("fast", RULES, 0.047, False, admitted=True)
+    choice = choose(queue, [FP32, INT8, admitted], busy, predict, NOW, MS, lambda it: 2 * MS, [])
+    assert choice.variant is admitted and choice.reason is Reason.AGGRESSIVE
+
+
+def test_requests_without_deadlines_take_the_most_accurate_variant(loop: asyncio.AbstractEventLoop) -> None:
+    queue = queued(loop, [5, 4], slo=0)
+    for it in queue:
+        it.deadline_ns = 0
+    choice = decide(queue, Pool((NOW + 50 * MS, NOW + 50 * MS), WIDE, NARROW))
+    assert choice.variant is FP32 and choice.reason is Reason.NO_SLO and choice.items == tuple(queue)
