@@ -3,8 +3,9 @@ variants it may bind to and the compute pool's state, which variant runs the nex
 it takes. ``late.LateBinding`` calls it whenever the pool can take a batch.
 
 With ``--slo-infeasible shed``, first the requests no choice can save are set apart and refused
-(``hopeless``: late even alone on the fastest usable variant, started now, at its typical time); otherwise
-they are batched like the rest, and count as misses whatever the choice. For each variant the accuracy
+(``hopeless``: late even if the whole queue ran on the fastest usable variant at its typical time, in
+deadline order, without the other hopeless ones, ``choice_plan.hopeless``); otherwise they are batched like
+the rest, and count as misses whatever the choice. For each variant the accuracy
 budget lets the batch have (within it, or beyond it as far as the running mean loss admits), most accurate
 first, the candidate batches are the one ``formation.batches`` forms from the queue with that variant's
 rules (work-conserving: it runs now, complete or not) and its prefixes of half as many requests, down to the
@@ -17,10 +18,12 @@ comes free taking what has arrived by then, at typical (p50) times; a request mi
 deadline minus the safety margin, counting the gateway's own overhead. The expected arrivals are what keeps
 a greedy choice honest: a slow variant's batch now is paid for by the requests that arrive while it runs.
 The first candidate with no miss is the choice (the most accurate variant, its largest batch that saves
-everyone); when every candidate misses some, the one with the fewest misses, then the one that frees the
-pool soonest (under overload, throughput is what saves the requests behind). ``Choice.feasible`` says
-whether the batch's own requests are in time. A batch without deadlines takes the most accurate variant.
-Nanoseconds and ``time.monotonic_ns()`` throughout.
+everyone); when every candidate misses some, the full batch (of each variant) with the fewest misses, then
+the one that frees the pool soonest. A shorter batch is taken only when it saves everyone: under overload
+its count is flattered (the simulation runs full batches behind it), and choosing it decision after
+decision cut the pool's throughput to a fraction (batches of 2-4 rows with hundreds queued).
+``Choice.feasible`` says whether the batch's own requests are in time. A batch without deadlines takes the
+most accurate variant. Nanoseconds and ``time.monotonic_ns()`` throughout.
 """
 
 from __future__ import annotations
@@ -108,13 +111,13 @@ def _best(
     overhead_ns: int,
     margin: Margin,
 ) -> Choice | None:
-    """The candidate with the fewest predicted misses (the first with none); ``None`` when no variant of
-    ``usable`` can take the most urgent request."""
+    """The first candidate with no predicted miss, else the full batch with the fewest; ``None`` when no
+    variant of ``usable`` can take the most urgent request."""
     fastest = next((o for o in reversed(usable) if o.within_budget), usable[-1])
     window = horizon(live, expected, fastest, pool)
     best: tuple[tuple[int, int], Choice] | None = None
     for option in usable:
-        for items, mode, tail in formed(live, option, pool, predict):
+        for k, (items, mode, tail) in enumerate(formed(live, option, pool, predict)):
             own = late_in(items, now_ns + tail + overhead_ns, margin)
             taken = {id(it) for it in items}
             rest = [it for it in window if id(it) not in taken]
@@ -122,7 +125,7 @@ def _best(
             reason = _reason(option, options) if not own else Reason.FASTEST
             if not own + later:
                 return Choice(option, items, mode, tail, reason)
-            if best is None or (own + later, end) < best[0]:
+            if k == 0 and (best is None or (own + later, end) < best[0]):  # a full batch (see above)
                 best = (
                     (own + later, end),
                     Choice(option, items, mode, tail, reason, not own, (), own + later),

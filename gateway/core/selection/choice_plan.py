@@ -89,15 +89,38 @@ def hopeless(
     now_ns: int,
     overhead_ns: int,
 ) -> set[int]:
-    """The ids of the requests late even alone on ``fastest``, started now, at its typical (p50) time: a
-    certain miss, whatever the scheduler does."""
-    out = set()
-    for it in queue:
-        if it.deadline_ns:
-            alone = predict(fastest.name, it.rows, pool.mode_shared, it.length, 0.5)
-            if now_ns + alone + overhead_ns > it.deadline_ns:
-                out.add(id(it))
+    """The ids of the requests of ``queue`` (deadline order) that would be late even if the whole queue ran
+    on ``fastest`` at its typical (p50) time, in that order, each slot as it comes free taking the largest
+    batch (``formation.batches``, then halves) whose requests all end in time, and every request found
+    hopeless were dropped: a head late even alone is hopeless, and the rest move up. Shedding only what is
+    late alone is not enough under overload: earliest deadline first then serves the most urgent, late,
+    and makes those behind it late in turn. Requests without an SLO are never hopeless."""
+    out: set[int] = set()
+    free = sorted(max(now_ns, f) for f in pool.free_at_ns) or [now_ns]
+    waiting = [it for it in queue if it.deadline_ns]
+    mode, most = pool.mode_shared, 2 * fastest.rules.max_rows
+    while waiting:
+        start = free[0]
+        items = next(batches(waiting[:most], fastest.rules)).items
+        n, end = len(items), start
+        while n:
+            part = items[:n]
+            end = start + predict(fastest.name, sum(it.rows for it in part), mode, max_length(part), 0.5)
+            if all(end + overhead_ns <= it.deadline_ns for it in part):
+                break
+            n //= 2
+        if not n:
+            out.add(id(waiting.pop(0)))
+            continue
+        taken = {id(it) for it in items[:n]}
+        waiting = [it for it in waiting if id(it) not in taken]
+        free[0] = end
+        free.sort()
     return out
+
+
+def max_length(items: Sequence[Waiting]) -> int:
+    return max(it.length for it in items)
 
 
 def formed(queue: Sequence[QueuedRequest], option: Option, pool: Pool, predict: Predict) -> list[Formed]:
