@@ -92,8 +92,9 @@ def test_under_overload_the_hopeless_are_set_apart_and_the_rest_go_to_the_fastes
     """Two requests are past saving (3 ms left, int8 needs 5 ms alone at its typical time); the other 60
     (50-60 ms left) cannot all be in time either: int8 at its typical time runs 16 of them in 30 ms on each
     core, then 8 in 16.7 ms, then 4 in 10 ms, and the last 5 would still be late, so they are set apart
-    too (served, they would make those behind them late). The batch is int8's (the budget keeps ``fast`` out, fp32 is slower),
-    and full: a shorter batch looks better to one decision, but taken at every one it cuts throughput."""
+    too (served, they would make those behind them late). The batch is int8's (the budget keeps ``fast``
+    out, fp32 is slower), and full: a shorter batch looks better to one decision, but taken at every one
+    it cuts throughput."""
     queue = queued(loop, [57, 56.5, *(10 - k / 6 for k in range(60))])
     both = Pool((NOW, NOW), NARROW, NARROW)
     choice = decide(queue, both)
