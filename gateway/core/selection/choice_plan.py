@@ -97,11 +97,12 @@ def hopeless(
     and makes those behind it late in turn. Requests without an SLO are never hopeless."""
     out: set[int] = set()
     free = sorted(max(now_ns, f) for f in pool.free_at_ns) or [now_ns]
-    waiting = [it for it in queue if it.deadline_ns]
+    waiting = deque(it for it in queue if it.deadline_ns)
     mode, most = pool.mode_shared, 2 * fastest.rules.max_rows
-    while waiting:
+    while waiting:  # each step touches only the head (``most`` requests), not the whole queue
+        head = [waiting.popleft() for _ in range(min(most, len(waiting)))]
+        items = next(batches(head, fastest.rules)).items
         start = free[0]
-        items = next(batches(waiting[:most], fastest.rules)).items
         n, end = len(items), start
         while n:
             part = items[:n]
@@ -109,13 +110,14 @@ def hopeless(
             if all(end + overhead_ns <= it.deadline_ns for it in part):
                 break
             n //= 2
-        if not n:
-            out.add(id(waiting.pop(0)))
-            continue
-        taken = {id(it) for it in items[:n]}
-        waiting = [it for it in waiting if id(it) not in taken]
-        free[0] = end
-        free.sort()
+        if n:
+            taken = {id(it) for it in items[:n]}
+            free[0] = end
+            free.sort()
+        else:
+            taken = {id(head[0])}
+            out |= taken
+        waiting.extendleft(reversed([it for it in head if id(it) not in taken]))
     return out
 
 
@@ -140,7 +142,7 @@ def formed(queue: Sequence[QueuedRequest], option: Option, pool: Pool, predict: 
     while n >= 1:
         part = items[:n]
         mode = pool.mode_alone if n == len(queue) else pool.mode_shared
-        rows, length = sum(it.rows for it in part), max(it.length for it in part)
+        rows, length = sum(it.rows for it in part), max_length(part)
         out.append((part, mode, predict(option.name, rows, mode, length, OWN_QUANTILE)))
         n //= 2
     return out
@@ -196,7 +198,7 @@ def behind(
         batch = next(batches(arrived, fastest.rules))
         for it in batch.items:
             waiting.remove(it)
-        length = max(it.length for it in batch.items)
+        length = max_length(batch.items)
         free[i] = start + predict(fastest.name, batch.rows, pool.mode_shared, length, 0.5)
         misses += late_in(batch.items, free[i] + overhead_ns, margin)
     return misses, max(free)
@@ -209,7 +211,7 @@ def expected(
     the last ``window_ns``, evenly spaced, each shaped like ``template`` (the latest request)."""
     if template is None or not template.deadline_ns or count <= 0:
         return []
-    recent = sum(1 for t in arrivals_ns if t > now_ns - window_ns)
+    recent = sum(1 for _ in itertools.takewhile(lambda t: t > now_ns - window_ns, reversed(arrivals_ns)))
     if not recent:
         return []
     gap, slo = window_ns / recent, template.deadline_ns - template.enqueued_ns

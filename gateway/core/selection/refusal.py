@@ -35,16 +35,16 @@ def refuse_early(
 
 
 def shed(logical: str, items: Sequence[QueuedRequest], now_ns: int, observer: PolicyObserver) -> None:
-    """Answer ``items`` with ``Overloaded``: each would end after its deadline even alone on the fastest
-    variant, started now, at its typical time (``choice.hopeless``), so serving it is a certain miss and
+    """Answer ``items`` with ``Overloaded``: each would end after its deadline even if the queue ran on the
+    fastest variant at its typical time (``choice_plan.hopeless``), so serving it is a certain miss and
     costs the requests behind it their time."""
     for it in items:
         observer.rejection(logical, "overloaded")
         it.future.set_exception(
             Overloaded(
                 f"model {logical!r} cannot meet the request's SLO on any variant: "
-                f"{max(0, it.deadline_ns - now_ns) / 1e6:.1f} ms are left before its deadline, less than "
-                "the fastest variant needs"
+                f"{max(0, it.deadline_ns - now_ns) / 1e6:.1f} ms are left before its deadline, too few for "
+                "the fastest variant with the requests queued ahead of it"
             )
         )
 
