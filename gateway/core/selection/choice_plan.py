@@ -53,6 +53,7 @@ class Option:
     loss: float  # the card's relative accuracy loss
     within_budget: bool  # its loss is within the accuracy budget
     admitted: bool = True  # beyond the budget: whether the running mean loss admits it now
+    room: int = 1 << 30  # beyond the budget: how many requests in one batch the running mean admits
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +128,17 @@ def max_length(items: Sequence[Waiting]) -> int:
 
 def formed(queue: Sequence[QueuedRequest], option: Option, pool: Pool, predict: Predict) -> list[Formed]:
     """The batches ``option`` could run now, largest first: the one ``formation.batches`` forms from the
-    requests whose ``max_accuracy_loss`` admits it, then its prefixes of half as many requests, down to the
-    most urgent alone (where the whole batch would make its first requests late, a part of it may not).
-    Empty when the variant cannot take the most urgent request."""
+    requests whose ``max_accuracy_loss`` admits it (beyond the budget, no more than its ``room``: a whole
+    batch must fit the budget, not just one request), then its prefixes of half as many requests, down to
+    the most urgent alone (where the whole batch would make its first requests late, a part of it may
+    not). Empty when the variant cannot take the most urgent request."""
     if not queue:
         return []
     head = queue[0]
     if head.rows > option.rules.max_rows or head.max_loss < option.loss:
         return []
     eligible = [it for it in queue if it.max_loss >= option.loss and it.rows <= option.rules.max_rows]
-    items = next(batches(eligible, option.rules)).items
+    items = next(batches(eligible, option.rules)).items[: max(1, option.room)]
     out: list[Formed] = []
     n = len(items)
     while n >= 1:

@@ -59,9 +59,9 @@ def options_for(
     for c in (by_name[name][0] for name in order):
         loss = loss_of(c)
         within = loss <= budget
-        options.append(
-            Option(c.model_name, Rules.of(c.config), loss, within, within or m.ledger.admits(loss, budget))
-        )
+        rules = Rules.of(c.config)
+        room = rules.max_rows if within else m.ledger.room(loss, budget, rules.max_rows)
+        options.append(Option(c.model_name, rules, loss, within, within or room > 0, room))
     return options, by_name
 
 

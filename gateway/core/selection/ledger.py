@@ -30,6 +30,15 @@ class Ledger:
         """Whether the running mean stays within ``budget`` with one more request at ``loss``."""
         return self.mean(self.ewma + (loss - self.ewma) / self.window, self.served + 1) <= budget
 
+    def room(self, loss: float, budget: float, most: int) -> int:
+        """How many more requests at ``loss`` (at most ``most``) keep the running mean within ``budget``."""
+        ewma, n = self.ewma, self.served
+        for k in range(most):
+            ewma, n = ewma + (loss - ewma) / self.window, n + 1
+            if self.mean(ewma, n) > budget:
+                return k
+        return most
+
     def add(self, variant: str, loss: float, now_ns: int) -> None:
         self.ewma += (loss - self.ewma) / self.window
         self.served += 1

@@ -122,3 +122,20 @@ def test_requests_without_deadlines_take_the_most_accurate_variant(loop: asyncio
         it.deadline_ns = 0
     choice = decide(queue, Pool((NOW + 50 * MS, NOW + 50 * MS), WIDE, NARROW))
     assert choice.variant is FP32 and choice.reason is Reason.NO_SLO and choice.items == tuple(queue)
+
+
+def test_a_batch_beyond_the_budget_takes_no_more_requests_than_the_budget_has_room_for(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    from gateway.core.selection.ledger import Ledger
+
+    ledger = Ledger(window=100, mix_window_s=1.0)
+    for _ in range(100):
+        ledger.add("fp32", 0.0, 0)
+    room = ledger.room(0.047, 0.004, 64)  # each request at 4.7 % moves the mean by about 0.047 %
+    assert 1 <= room < 16 and ledger.admits(0.047, 0.004)
+    queue = queued(loop, [40 - k * 0.5 for k in range(30)])
+    busy = Pool((NOW, NOW + 30 * MS), NARROW, NARROW)
+    admitted = Option("fast", RULES, 0.047, False, admitted=True, room=room)
+    choice = choose(queue, [FP32, INT8, admitted], busy, predict, NOW, MS, lambda it: 2 * MS, [])
+    assert choice.variant is admitted and len(choice.items) <= room
