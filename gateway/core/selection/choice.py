@@ -19,8 +19,10 @@ deadline minus the safety margin, counting the gateway's own overhead. The expec
 a greedy choice honest: a slow variant's batch now is paid for by the requests that arrive while it runs.
 The first candidate with no miss is the choice (the most accurate variant, its largest batch that saves
 everyone); when every candidate misses some, the full batch (of each variant) with the fewest misses, then
-the one that frees the pool soonest. A shorter batch is taken only when it saves everyone: under overload
-its count is flattered (the simulation runs full batches behind it), and choosing it decision after
+the one that frees the pool soonest, then the shortest. A shorter batch is taken only when it saves
+everyone, or when it is a full batch's share of the slots free now (half of it with two free: the rest
+runs beside it at once, where a single-threaded session's time grows with its rows): otherwise under
+overload its count is flattered (the simulation runs full batches behind it), and choosing it decision after
 decision cut the pool's throughput to a fraction (batches of 2-4 rows with hundreds queued).
 ``Choice.feasible`` says whether the batch's own requests are in time. A batch without deadlines takes the
 most accurate variant. Nanoseconds and ``time.monotonic_ns()`` throughout.
@@ -115,9 +117,11 @@ def _best(
     variant of ``usable`` can take the most urgent request."""
     fastest = next((o for o in reversed(usable) if o.within_budget), usable[-1])
     window = horizon(live, expected, fastest, pool)
-    best: tuple[tuple[int, int], Choice] | None = None
+    idle = sum(1 for f in pool.free_at_ns if f <= now_ns)  # slots free now: a batch may be split over them
+    best: tuple[tuple[int, int, int], Choice] | None = None
     for option in usable:
-        for k, (items, mode, tail) in enumerate(formed(live, option, pool, predict)):
+        sizes = formed(live, option, pool, predict)
+        for items, mode, tail in sizes:
             own = late_in(items, now_ns + tail + overhead_ns, margin)
             taken = {id(it) for it in items}
             rest = [it for it in window if id(it) not in taken]
@@ -125,9 +129,10 @@ def _best(
             reason = _reason(option, options) if not own else Reason.FASTEST
             if not own + later:
                 return Choice(option, items, mode, tail, reason)
-            if k == 0 and (best is None or (own + later, end) < best[0]):  # a full batch (see above)
+            whole = (len(items) + 1) * max(1, idle) > len(sizes[0][0])  # a full batch, or its share of one
+            if whole and (best is None or (own + later, end, tail) < best[0]):
                 best = (
-                    (own + later, end),
+                    (own + later, end, tail),
                     Choice(option, items, mode, tail, reason, not own, (), own + later),
                 )
     return None if best is None else best[1]
