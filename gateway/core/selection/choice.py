@@ -3,10 +3,11 @@ variants it may bind to and the compute pool's state, which variant runs the nex
 it takes. ``late.LateBinding`` calls it whenever the pool can take a batch.
 
 With ``--slo-infeasible shed``, first the requests no choice can save are set apart and refused
-(``hopeless``: late even if the whole queue ran on the fastest usable variant at its typical time, in
-deadline order, without the other hopeless ones, ``choice_plan.hopeless``); otherwise they are batched like
-the rest, and count as misses whatever the choice. For each variant the accuracy
-budget lets the batch have (within it, or beyond it as far as the running mean loss admits), most accurate
+(``hopeless``: late even if the whole queue ran on the fastest usable variant, judged as a batch's own
+requests are, in deadline order, without the other hopeless ones, ``choice_plan.hopeless``), and while
+any are, no variant slower than the fastest within the budget is weighed; otherwise they are batched like
+the rest, and count as misses whatever the choice. For each variant the accuracy budget lets the batch
+have (within it, or beyond it as far as the running mean loss admits), most accurate
 first, the candidate batches are the one ``formation.batches`` forms from the queue with that variant's
 rules (work-conserving: it runs now, complete or not) and its prefixes of half as many requests, down to the
 most urgent alone. The pool says how each would run (``wide`` when the pool is idle and nothing waits behind
@@ -80,7 +81,10 @@ def choose(
     ``set_apart``: whether hopeless requests are set apart (to be shed) or batched like the rest."""
     predict = Memo(predict)
     usable = [o for o in options if o.within_budget or o.admitted] or list(options)
-    lost = hopeless(queue, usable[-1], pool, predict, now_ns, overhead_ns) if set_apart else set()
+    lost = hopeless(queue, usable[-1], pool, predict, now_ns, overhead_ns, margin) if set_apart else set()
+    if lost:  # overloaded: no time for a variant slower than the fastest within the budget (it would have
+        # saved some of those shed)
+        usable = usable[next((k for k in range(len(usable) - 1, -1, -1) if usable[k].within_budget), 0) :]
     live = [it for it in queue if id(it) not in lost]
     dropped = tuple(it for it in queue if id(it) in lost)
     if not live:  # only certain misses: the earliest answer for them, served late
