@@ -4,32 +4,30 @@ it takes. ``late.LateBinding`` calls it whenever the pool can take a batch.
 
 With ``--slo-infeasible shed``, first the requests no choice can save are set apart and refused
 (``hopeless``: late even if the whole queue ran on the fastest usable variant, judged as a batch's own
-requests are, in deadline order, without the other hopeless ones, ``choice_plan.hopeless``), and while any
-are, no variant slower than the fastest within the budget is weighed, and while none are, no variant beyond
-the budget is (its room is kept for overload: spent whenever a plan at the 95th percentile of arrivals
-predicted a miss, at fp32's capacity it went to pruned-structured-int8 for 28 % of the requests and the mean
-loss reached 1.5 %, over static int8's, at no gain in attainment); otherwise they are batched like the rest,
-and count as misses whatever the choice. For each variant the accuracy budget lets the batch have (within
-it, or beyond it as far as the running mean loss admits), most accurate first, the candidate batches are the
-one ``formation.batches`` forms from the queue with that variant's rules (work-conserving: it runs now,
-complete or not) and its prefixes of half as many requests, down to the most urgent alone. The pool says how
-each would run (``wide`` when the pool is idle and nothing waits behind it, else ``narrow``) and the latency
-model predicts its time in that mode at its rows and sequence length (``OWN_QUANTILE``). A candidate is
-judged on the most urgent requests and then those expected to arrive next at the recent rate
-(``HORIZON_BATCHES`` full batches per slot in all): its own requests end at its predicted time; the rest run
-behind it on the fastest variant within the budget, work-conserving, each slot as it comes free taking what
-has arrived by then, at typical (p50) times; a request misses when it ends after its deadline minus the
-safety margin, counting the gateway's own overhead. The expected arrivals are what keeps a greedy choice
-honest: a slow variant's batch now is paid for by the requests that arrive while it runs. The first
-candidate with no miss is the choice (the most accurate variant, its largest batch that saves everyone);
-when every candidate misses some, the full batch (of each variant) with the fewest misses, then the one that
-frees the pool soonest, then the shortest. A shorter batch is taken only when it saves everyone, or when it
-is a full batch's share of the slots free now (half of it with two free: the rest runs beside it at once,
-where a single-threaded session's time grows with its rows): otherwise under overload its count is flattered
-(the simulation runs full batches behind it), and choosing it decision after decision cut the pool's
-throughput to a fraction (batches of 2-4 rows with hundreds queued). ``Choice.feasible`` says whether the
-batch's own requests are in time. A batch without deadlines takes the most accurate variant. Nanoseconds and
-``time.monotonic_ns()`` throughout."""
+requests are, in deadline order, without the other hopeless ones, ``choice_plan.hopeless``), and while
+any are, no variant slower than the fastest within the budget is weighed; otherwise they are batched like
+the rest, and count as misses whatever the choice. For each variant the accuracy budget lets the batch
+have (within it, or beyond it as far as the running mean loss admits), most accurate
+first, the candidate batches are the one ``formation.batches`` forms from the queue with that variant's
+rules (work-conserving: it runs now, complete or not) and its prefixes of half as many requests, down to the
+most urgent alone. The pool says how each would run (``wide`` when the pool is idle and nothing waits behind
+it, else ``narrow``) and the latency model predicts its time in that mode at its rows and sequence length
+(``OWN_QUANTILE``). A candidate is judged on the most urgent requests and then those expected to arrive next
+at the recent rate (``HORIZON_BATCHES`` full batches per slot in all): its own requests end at its predicted
+time; the rest run behind it on the fastest variant within the budget, work-conserving, each slot as it
+comes free taking what has arrived by then, at typical (p50) times; a request misses when it ends after its
+deadline minus the safety margin, counting the gateway's own overhead. The expected arrivals are what keeps
+a greedy choice honest: a slow variant's batch now is paid for by the requests that arrive while it runs.
+The first candidate with no miss is the choice (the most accurate variant, its largest batch that saves
+everyone); when every candidate misses some, the full batch (of each variant) with the fewest misses, then
+the one that frees the pool soonest, then the shortest. A shorter batch is taken only when it saves
+everyone, or when it is a full batch's share of the slots free now (half of it with two free: the rest
+runs beside it at once, where a single-threaded session's time grows with its rows): otherwise under
+overload its count is flattered (the simulation runs full batches behind it), and choosing it decision after
+decision cut the pool's throughput to a fraction (batches of 2-4 rows with hundreds queued).
+``Choice.feasible`` says whether the batch's own requests are in time. A batch without deadlines takes the
+most accurate variant. Nanoseconds and ``time.monotonic_ns()`` throughout.
+"""
 
 from __future__ import annotations
 
@@ -87,8 +85,6 @@ def choose(
     if lost:  # overloaded: no time for a variant slower than the fastest within the budget (it would have
         # saved some of those shed)
         usable = usable[next((k for k in range(len(usable) - 1, -1, -1) if usable[k].within_budget), 0) :]
-    elif set_apart:  # not overloaded: the budget's room is kept for when it is (see the module's text)
-        usable = [o for o in usable if o.within_budget] or usable
     live = [it for it in queue if id(it) not in lost]
     dropped = tuple(it for it in queue if id(it) in lost)
     if not live:  # only certain misses: the earliest answer for them, served late

@@ -162,21 +162,3 @@ def test_when_no_batch_saves_everyone_it_may_be_split_over_the_free_slots(
     assert both.variant is INT8 and both.items == tuple(queue[:2]) and both.misses == 2
     one = decide(Pool((NOW, NOW + 100 * MS), NARROW, NARROW))
     assert one.variant is INT8 and one.items == tuple(queue) and not one.feasible
-
-
-def test_the_budgets_room_is_kept_for_overload(loop: asyncio.AbstractEventLoop) -> None:
-    """The four requests of the split test: ``fast`` (beyond the budget, admitted) would save all four in
-    one batch (9 ms with overhead, inside 9.2 ms), so none is hopeless and the pool is not overloaded:
-    under ``shed`` the budget's room is kept and int8 takes them (two late); under ``serve`` (nothing set
-    apart, so no overload is known) ``fast`` runs, as the budget admits it."""
-    queue = queued(loop, [48.8] * 4)
-    admitted = Option("fast", RULES, 0.047, False, admitted=True)
-    both = Pool((NOW, NOW), NARROW, NARROW)
-
-    def decide(set_apart: bool) -> Choice:
-        return choose(queue, [FP32, INT8, admitted], both, predict, NOW, MS, lambda it: 2 * MS, [], set_apart)
-
-    kept = decide(True)
-    assert kept.variant is INT8 and not kept.hopeless and kept.misses == 2
-    spent = decide(False)
-    assert spent.variant is admitted and spent.items == tuple(queue) and spent.misses == 0
