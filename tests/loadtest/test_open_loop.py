@@ -34,13 +34,15 @@ async def test_open_loop_latency_includes_queueing_on_an_overloaded_server(
     driver = make_driver("grpc", slow_gateway.grpc, "slow.fp32", slow_payloads(), timeout_s=30)
     try:
         closed = await execute(driver, ClosedLoop(1, 0.3))
-        # 500/s: at least 4 times what the server can do even on a quiet machine (~10 ms a request)
-        run = await execute(driver, OpenLoop(arrivals.schedule(arrivals.constant(500), 0.4)))
+        # 250/s: at least twice what the server can do even on a quiet machine (~10 ms a request), and
+        # few enough sends that the generator keeps its schedule beside the server's busy core (at 500/s,
+        # with the gateway on 1.4 of the 2 cores, it fell 0.8 s behind on one CI run)
+        run = await execute(driver, OpenLoop(arrivals.schedule(arrivals.constant(250), 0.6)))
     finally:
         await driver.close()
     assert run.ok.all(), summarize(run).errors
     lat = run.latency_ms
-    first, last = np.median(lat[run.scheduled_s < 0.04]), np.median(lat[run.scheduled_s > 0.32])
+    first, last = np.median(lat[run.scheduled_s < 0.04]), np.median(lat[run.scheduled_s > 0.52])
     # The backlog grows with every arrival the server cannot take: a request scheduled at t waits
     # about (k - 1) t at k times the server's rate: hundreds of milliseconds by the end.
     assert last > 3 * first and last > 250, (first, last)
