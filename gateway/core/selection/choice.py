@@ -84,7 +84,7 @@ def choose(
     lost = hopeless(queue, usable[-1], pool, predict, now_ns, overhead_ns, margin) if set_apart else set()
     if lost:  # overloaded: no time for a variant slower than the fastest within the budget (it would have
         # saved some of those shed)
-        usable = usable[next((k for k in range(len(usable) - 1, -1, -1) if usable[k].within_budget), 0) :]
+        usable = usable[_fastest_within(usable) or 0 :]
     live = [it for it in queue if id(it) not in lost]
     dropped = tuple(it for it in queue if id(it) in lost)
     if not live:  # only certain misses: the earliest answer for them, served late
@@ -119,7 +119,8 @@ def _best(
 ) -> Choice | None:
     """The first candidate with no predicted miss, else the full batch with the fewest; ``None`` when no
     variant of ``usable`` can take the most urgent request."""
-    fastest = next((o for o in reversed(usable) if o.within_budget), usable[-1])
+    k = _fastest_within(usable)
+    fastest = usable[-1] if k is None else usable[k]
     window = horizon(live, expected, fastest, pool)
     idle = sum(1 for f in pool.free_at_ns if f <= now_ns)  # slots free now: a batch may be split over them
     best: tuple[tuple[int, int, int], Choice] | None = None
@@ -140,6 +141,11 @@ def _best(
                     Choice(option, items, mode, tail, reason, not own, (), own + later),
                 )
     return None if best is None else best[1]
+
+
+def _fastest_within(usable: Sequence[Option]) -> int | None:
+    """The index of the fastest (last) option within the accuracy budget; ``None`` when none is."""
+    return next((k for k in range(len(usable) - 1, -1, -1) if usable[k].within_budget), None)
 
 
 def _reason(option: Option, options: Sequence[Option]) -> Reason:

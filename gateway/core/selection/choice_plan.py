@@ -9,6 +9,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Protocol
 
 from gateway.core.batching.formation import Queued, Rules, batches
@@ -21,7 +22,6 @@ from gateway.core.batching.queue import QueuedRequest
 OWN_QUANTILE = 0.9
 HORIZON_BATCHES = 4  # what waits behind is planned this many full batches per slot deep
 CLUMP_QUANTILE = 0.95  # the arrivals expected next: this quantile of a Poisson count at the recent rate
-_Z = {0.5: 0.0, 0.9: 1.2816, 0.95: 1.6449, 0.99: 2.3263}
 # (variant, rows, mode, sequence length, quantile or None for the tail) -> nanoseconds
 Predict = Callable[[str, int, Mode, int, "float | None"], int]
 
@@ -221,7 +221,7 @@ def clump(mean: float, q: float = CLUMP_QUANTILE) -> int:
     if mean <= 0:
         return 0
     if mean > 30:
-        return math.ceil(mean + _Z[q] * math.sqrt(mean))
+        return math.ceil(mean + NormalDist().inv_cdf(q) * math.sqrt(mean))
     k, term = 0, math.exp(-mean)
     total = term
     while total < q:
